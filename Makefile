@@ -1,0 +1,38 @@
+# softeq: `make run` runs the embedded default end to end; `make test` runs every check.
+# Both create .venv when it is missing and install the project into it (fast when installed).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU/CUDA wheels of torch this machine serves; the pins match pyproject's bounds.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test lint format install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[workflow,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores 2 --configfile config/config.yaml all
+	$(BIN)/snakemake --configfile config/config.yaml --report results/report.html
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

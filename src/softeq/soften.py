@@ -1,0 +1,215 @@
+"""soften(model, ...): walk any nn.Module and make the layers a recipe names soft.
+
+Image groups (C_n, D_n, flip) soften every ``nn.Conv2d`` whose kernel is at least ``min_kernel``
+(invariant kernel filter per slice) and, for ViT-like models (a ``pos_embed`` parameter over a
+``patch_embed.grid_size`` grid), the positional embedding (invariant grid filter, softness
+``softness_pos``; class and register tokens excluded).  Pair features (SO2, or ``features="pairs"``)
+soften every ``nn.Linear`` as an equivariant map between 2-vector features, its bias with the
+invariant filter.  Selection is by name (``include`` / ``exclude``, fnmatch patterns); anything
+selected that cannot be softened raises, and nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from softeq.filters import check_softness
+from softeq.groups import PairRep, pair_generators, parse_group
+from softeq.layers import iter_soft, soften_conv, soften_linear, soften_token_grid
+from softeq.projectors import equivariant_projector, invariant_projector
+
+__all__ = ["soften"]
+
+_UNSUPPORTED_CONVS = (
+    nn.Conv1d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+def _selected(name: str, include, exclude) -> bool:
+    if include is not None and not any(fnmatch(name, pattern) for pattern in include):
+        return False
+    return not (exclude and any(fnmatch(name, pattern) for pattern in exclude))
+
+
+def _as_patterns(value, key: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    patterns = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{key} must be a pattern or a list of patterns, got {value!r}")
+    return patterns
+
+
+def _token_grid(model: nn.Module) -> tuple[int, int] | None:
+    """(grid side, prefix tokens) of a timm-style ViT positional embedding, else None."""
+    pos = getattr(model, "pos_embed", None)
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if not isinstance(pos, nn.Parameter) or grid is None:
+        return None
+    if grid[0] != grid[1]:
+        raise ValueError(f"pos_embed: the token grid {tuple(grid)} is not square")
+    prefix = pos.shape[1] - grid[0] * grid[1]
+    if getattr(model, "no_embed_class", False):
+        prefix = 0
+    if prefix < 0:
+        raise ValueError(f"pos_embed has {pos.shape[1]} tokens, fewer than the {grid} grid")
+    return grid[0], prefix
+
+
+def soften(
+    model: nn.Module,
+    group: str = "C4",
+    softness: float = 0.5,
+    softness_pos: float | None = None,
+    filter: str = "shrink",
+    hard_mask: bool = False,
+    *,
+    include: str | list[str] | None = None,
+    exclude: str | list[str] | None = None,
+    min_kernel: int = 2,
+    pos_embed: bool | None = None,
+    features: str | None = None,
+    operator: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> nn.Module:
+    """Soften ``model`` in place and return it.
+
+    Args:
+        group: ``C{n}``, ``D{n}``, ``flip`` or ``SO2``.
+        softness: b in [0, 1] for kernels and linear maps (0 strict, 1 the original model).
+        softness_pos: b for the positional token grid (default: ``softness``).
+        filter: ``shrink``, ``threshold`` or ``rank`` (``hard_mask`` with ``rank`` only).
+        include, exclude: fnmatch patterns on qualified module names.
+        min_kernel: image groups soften convs whose kernel is at least this (default 2: k > 1).
+        pos_embed: soften the positional grid (None: when the model has one).
+        features: ``image`` (conv kernels) or ``pairs`` (linear maps on (x, y) pairs); default
+            ``pairs`` for SO2 and ``image`` otherwise.
+        operator: grid operator for C_n (``exact`` or ``bilinear``; default by group order).
+        cache_dir: folder of projector files to read, and to write missing ones to.
+    """
+    g = parse_group(group)
+    b = check_softness(softness, "softness")
+    features = features or ("pairs" if g.kind == "SO2" else "image")
+    include, exclude = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
+    if any(True for _ in iter_soft(model)):
+        raise ValueError("model is already softened; fold it or start from the plain model")
+    if features == "image":
+        if g.kind == "SO2":
+            raise ValueError("SO2 acts on pair features; image models take C<n>, D<n> or flip")
+        count = _soften_image(
+            model,
+            g.name,
+            b,
+            softness_pos,
+            filter,
+            hard_mask,
+            include,
+            exclude,
+            min_kernel,
+            pos_embed,
+            operator,
+            cache_dir,
+        )
+    elif features == "pairs":
+        image_only = {"softness_pos": softness_pos, "pos_embed": pos_embed, "operator": operator}
+        for key, value in image_only.items():
+            if value is not None:
+                raise ValueError(f"{key} applies to image models, not to pair features")
+        count = _soften_pairs(model, g.name, b, filter, hard_mask, include, exclude, cache_dir)
+    else:
+        raise ValueError(f"features must be 'image' or 'pairs', got {features!r}")
+    if count == 0:
+        raise ValueError(
+            f"soften: no layer of {type(model).__name__} was selected "
+            f"(group={g.name}, include={include}, exclude={exclude}, min_kernel={min_kernel})"
+        )
+    return model
+
+
+def _soften_image(
+    model: nn.Module,
+    group: str,
+    b: float,
+    softness_pos: float | None,
+    filter: str,
+    hard_mask: bool,
+    include: tuple[str, ...] | None,
+    exclude: tuple[str, ...] | None,
+    min_kernel: int,
+    pos_embed: bool | None,
+    operator: str | None,
+    cache_dir: str | Path | None,
+) -> int:
+    count = 0
+    for name, module in model.named_modules():
+        if not _selected(name, include, exclude):
+            continue
+        kernel = getattr(module, "kernel_size", None)
+        if isinstance(module, _UNSUPPORTED_CONVS) and kernel and max(kernel) >= min_kernel:
+            raise ValueError(
+                f"{name}: {type(module).__name__} is not supported; exclude it by name"
+            )
+        if not isinstance(module, nn.Conv2d) or min(module.kernel_size) < min_kernel:
+            continue
+        k_h, k_w = module.kernel_size
+        if k_h != k_w:
+            raise ValueError(f"{name}: kernel {k_h}x{k_w} is not square; exclude it by name")
+        projector = invariant_projector(
+            group, k_h, b, filter, hard_mask, operator, "weight", cache_dir
+        )
+        soften_conv(module, projector)
+        count += 1
+
+    grid = _token_grid(model)
+    if pos_embed and grid is None:
+        raise ValueError(f"pos_embed=True but {type(model).__name__} has no positional token grid")
+    if softness_pos is not None and grid is None:
+        raise ValueError(f"softness_pos given but {type(model).__name__} has no token grid")
+    if grid is not None and pos_embed is not False and _selected("pos_embed", include, exclude):
+        side, prefix = grid
+        b_pos = b if softness_pos is None else check_softness(softness_pos, "softness_pos")
+        projector = invariant_projector(
+            group, side, b_pos, filter, hard_mask, operator, "data", cache_dir
+        )
+        soften_token_grid(model, "pos_embed", projector, prefix)
+        count += 1
+    return count
+
+
+def _soften_pairs(model, group, b, filter, hard_mask, include, exclude, cache_dir) -> int:
+    count = 0
+    for name, module in model.named_modules():
+        if not _selected(name, include, exclude):
+            continue
+        if isinstance(module, (nn.Conv2d, *_UNSUPPORTED_CONVS)) and include is not None:
+            raise ValueError(f"{name}: convolutions cannot act on pair features")
+        if not isinstance(module, nn.Linear):
+            continue
+        if module.in_features % 2 or module.out_features % 2:
+            raise ValueError(
+                f"{name}: Linear({module.in_features}, {module.out_features}) does not map pair "
+                "features (both widths must be even); exclude it by name"
+            )
+        rep_in = PairRep.vectors(module.in_features)
+        rep_out = PairRep.vectors(module.out_features)
+        weight = equivariant_projector(
+            group, rep_in, rep_out, b, filter, hard_mask, cache_dir=cache_dir
+        )
+        bias = None
+        if module.bias is not None:
+            out_gens = pair_generators(group, rep_out)
+            trivial = [np.zeros((1, 1)) for _ in out_gens]
+            bias = equivariant_projector(
+                group, trivial, out_gens, b, filter, hard_mask, cache_dir=cache_dir
+            )
+        soften_linear(module, weight, bias)
+        count += 1
+    return count
