@@ -168,18 +168,20 @@ def _soften_image(
         soften_conv(module, projector)
         count += 1
 
-    grid = _token_grid(model)
-    if pos_embed and grid is None:
+    grids = [(name, m, _token_grid(m)) for name, m in model.named_modules() if _token_grid(m)]
+    if pos_embed and not grids:
         raise ValueError(f"pos_embed=True but {type(model).__name__} has no positional token grid")
-    if softness_pos is not None and grid is None:
+    if softness_pos is not None and not grids:
         raise ValueError(f"softness_pos given but {type(model).__name__} has no token grid")
-    if grid is not None and pos_embed is not False and _selected("pos_embed", include, exclude):
-        side, prefix = grid
-        b_pos = b if softness_pos is None else check_softness(softness_pos, "softness_pos")
+    b_pos = b if softness_pos is None else check_softness(softness_pos, "softness_pos")
+    for name, module, (side, prefix) in grids:
+        qualified = f"{name}.pos_embed" if name else "pos_embed"
+        if pos_embed is False or not _selected(qualified, include, exclude):
+            continue
         projector = invariant_projector(
             group, side, b_pos, filter, hard_mask, operator, "data", cache_dir
         )
-        soften_token_grid(model, "pos_embed", projector, prefix)
+        soften_token_grid(module, "pos_embed", projector, prefix)
         count += 1
     return count
 

@@ -1,0 +1,1 @@
+"""Datasets: the embedded offline default (digits) and loaders for the paper's datasets."""

@@ -1,0 +1,1 @@
+"""Training and evaluation loops per task, with atomic checkpoints and resume."""

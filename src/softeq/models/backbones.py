@@ -1,0 +1,111 @@
+"""Classification backbones from timm, described by a small spec (config/config.yaml: backbones).
+
+A spec names a timm architecture, its keyword arguments, the input size the model expects and,
+optionally, pre-trained weights: a timm pretrained tag (downloaded from the Hugging Face hub on a
+machine with internet, read from its cache otherwise) or a local checkpoint file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+__all__ = ["BackboneSpec", "PretrainedUnavailable", "build_backbone"]
+
+_HUB_HOST = "huggingface.co"
+
+
+class PretrainedUnavailable(RuntimeError):
+    """Pre-trained weights were asked for and cannot be had here."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What to build: ``timm`` architecture name, ``kwargs``, ``input_size`` and ``pretrained``.
+
+    ``pretrained`` is None (random initialisation), a timm tag such as
+    ``vit_base_patch16_224.augreg2_in21k_ft_in1k``, or a path to a local weights file
+    (``.safetensors``, or a torch state dict read with ``weights_only=True``).
+    """
+
+    timm: str
+    input_size: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any], where: str = "backbone") -> BackboneSpec:
+        unknown = set(spec) - {"timm", "input_size", "kwargs", "pretrained"}
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        for key in ("timm", "input_size"):
+            if key not in spec:
+                raise ValueError(f"{where}: missing key {key!r}")
+        return cls(spec["timm"], int(spec["input_size"]), dict(spec.get("kwargs") or {}),
+                   spec.get("pretrained"))  # fmt: skip
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection((_HUB_HOST, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _load_local(model: nn.Module, path: Path) -> None:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) else state
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith(("head", "fc", "classifier"))]:
+        raise ValueError(
+            f"{path}: weights do not fit the model (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
+
+
+def build_backbone(spec: BackboneSpec, num_classes: int) -> nn.Module:
+    """The timm model of ``spec`` with a ``num_classes`` head; pre-trained weights if asked."""
+    kwargs = {**spec.kwargs, "num_classes": num_classes}
+    pretrained = spec.pretrained
+    if pretrained is None:
+        return timm.create_model(spec.timm, pretrained=False, **kwargs)
+    if Path(pretrained).suffix in (".safetensors", ".pt", ".pth", ".bin"):
+        path = Path(pretrained)
+        if not path.is_file():
+            raise PretrainedUnavailable(f"pretrained weights file {path} does not exist")
+        model = timm.create_model(spec.timm, pretrained=False, **kwargs)
+        _load_local(model, path)
+        return model
+    # a timm tag: try the local Hugging Face cache first, then the hub if it can be reached
+    try:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return timm.create_model(pretrained, pretrained=True, **kwargs)
+    except (OSError, RuntimeError) as offline_error:
+        cached_only = offline_error
+    finally:
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            del os.environ["HF_HUB_OFFLINE"]
+    if not _hub_reachable():
+        raise PretrainedUnavailable(
+            f"pretrained weights {pretrained!r} are not in the local Hugging Face cache and "
+            f"{_HUB_HOST} cannot be reached. On a machine with internet run "
+            f"`python -c \"import timm; timm.create_model('{pretrained}', pretrained=True)\"` "
+            "to fill the cache (HF_HOME), or set the backbone's `pretrained` to a local weights "
+            f"file. ({cached_only})"
+        ) from cached_only
+    return timm.create_model(pretrained, pretrained=True, **kwargs)

@@ -1,0 +1,178 @@
+"""The workflow's config semantics: which runs a config asks for, and where their files go.
+
+The Snakefile validates the config against ``workflow/schemas/config.schema.yaml`` (types, ranges,
+unknown keys, defaults) and then calls :func:`resolve`, which checks what a schema cannot (an
+experiment naming a backbone the config does not define, a group that cannot act on the task)
+and expands every experiment into :class:`Run` records.  Errors name the config key.
+
+Path grammar (DESIGN 5, with the filter and positional softness added so ablations do not
+collide): ``{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from softeq.groups import parse_group
+
+__all__ = [
+    "WILDCARDS",
+    "ConfigError",
+    "Run",
+    "fmt_softness",
+    "resolve",
+    "softening_for",
+    "validate_config",
+]
+
+WILDCARDS = {
+    "task": r"classification",
+    "dataset": r"[a-z0-9]+",
+    "backbone": r"[a-z0-9]+",
+    "group": r"C[1-9][0-9]*|D[1-9][0-9]*|flip|SO2",
+    "filter": r"shrink|threshold|rank|rank-hard",
+    "softness": r"0|1|0\.[0-9]+",
+    "softness_pos": r"0|1|0\.[0-9]+",
+    "seed": r"[0-9]+",
+}
+"""Regular expressions constraining every wildcard of the workflow."""
+
+IMAGE_TASKS = {"classification"}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key."""
+
+
+def _key_path(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
+    """Check ``config`` against the JSON schema and fill in its defaults, in place.
+
+    Errors name the config key (``experiments[0].softness[2]: 1.5 is greater than ...``); unknown
+    keys are rejected by the schema's ``additionalProperties: false``.
+    """
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    base = jsonschema.validators.validator_for(schema)
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    validator = jsonschema.validators.extend(base, {"properties": fill_defaults})(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"config key {_key_path(e.absolute_path)}: {e.message}" for e in errors]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    return config
+
+
+def fmt_softness(value: float) -> str:
+    """Softness as it appears in paths: shortest exact form (0, 0.25, 1)."""
+    text = f"{float(value):.6g}"
+    if "e" in text:
+        raise ConfigError(f"softness {value!r} needs at most 6 significant digits")
+    return text
+
+
+@dataclass(frozen=True)
+class Run:
+    """One fine-tuning + evaluation: a point of an experiment's grid."""
+
+    task: str
+    dataset: str
+    backbone: str
+    group: str
+    filter: str
+    softness: float
+    softness_pos: float
+    seed: int
+
+    @property
+    def path(self) -> str:
+        return (
+            f"{self.task}/{self.dataset}/{self.backbone}/{self.group}_{self.filter}/"
+            f"b~{fmt_softness(self.softness)}_pos~{fmt_softness(self.softness_pos)}/"
+            f"seed~{self.seed}"
+        )
+
+    @property
+    def projector_path(self) -> str:
+        return (
+            f"{self.backbone}/{self.group}_{self.filter}/"
+            f"b~{fmt_softness(self.softness)}_pos~{fmt_softness(self.softness_pos)}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def softening_for(group: str, filter: str, softness: float, softness_pos: float) -> str:
+    """The JSON ``--softening`` argument of ``softeq projectors / finetune``."""
+    return json.dumps(
+        {
+            "group": group,
+            "filter": "rank" if filter == "rank-hard" else filter,
+            "hard_mask": filter == "rank-hard",
+            "softness": float(softness),
+            "softness_pos": float(softness_pos),
+        },
+        sort_keys=True,
+    )
+
+
+def resolve(config: dict[str, Any]) -> list[Run]:
+    """Every run the (schema-validated) config asks for; raises :class:`ConfigError`."""
+    backbones = config.get("backbones") or {}
+    runs: list[Run] = []
+    for i, exp in enumerate(config.get("experiments") or []):
+        where = f"experiments[{i}]"
+        for j, backbone in enumerate(exp["backbones"]):
+            if backbone not in backbones:
+                raise ConfigError(
+                    f"{where}.backbones[{j}]: unknown backbone {backbone!r}; define it under "
+                    f"`backbones` (defined: {sorted(backbones)})"
+                )
+        for j, name in enumerate(exp["groups"]):
+            try:
+                group = parse_group(name)
+            except ValueError as error:
+                raise ConfigError(f"{where}.groups[{j}]: {error}") from error
+            if exp["task"] in IMAGE_TASKS and group.kind == "SO2":
+                raise ConfigError(f"{where}.groups[{j}]: SO2 acts on 2-vectors, not on images")
+        for j, value in enumerate(exp["softness"]):
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{where}.softness[{j}]: {value} is outside [0, 1]")
+        pos = exp.get("softness_pos")
+        if pos is not None and not 0 <= pos <= 1:
+            raise ConfigError(f"{where}.softness_pos: {pos} is outside [0, 1]")
+        for backbone in exp["backbones"]:
+            for group in exp["groups"]:
+                for filter in exp.get("filters", ["shrink"]):
+                    for b in exp["softness"]:
+                        for seed in exp.get("seeds", [0]):
+                            runs.append(
+                                Run(exp["task"], exp["dataset"], backbone, group, filter,
+                                    float(b), float(b if pos is None else pos), int(seed))
+                            )  # fmt: skip
+    duplicates = sorted(p for p, n in Counter(run.path for run in runs).items() if n > 1)
+    if duplicates:
+        raise ConfigError(f"experiments: the same run is listed twice: {duplicates[0]}")
+    return runs

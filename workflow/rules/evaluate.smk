@@ -1,0 +1,49 @@
+# Evaluation (one metrics JSON per run, with provenance) and aggregation into tables.
+
+
+rule evaluate:
+    input:
+        data=f"{RESOURCES}/data/{{dataset}}.safetensors",
+        model=f"{RESULTS}/{{task}}/{{dataset}}/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}/seed~{{seed}}/model.pt",
+        projectors=f"{RESOURCES}/projectors/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}",
+    output:
+        f"{RESULTS}/{{task}}/{{dataset}}/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}/seed~{{seed}}/metrics.json",
+    params:
+        eval=json.dumps(
+            {k: v for k, v in config["evaluate"].items() if k != "seed"}, sort_keys=True
+        ),
+        seed=config["evaluate"]["seed"],
+        device=device_args(),
+    log:
+        "logs/evaluate/{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}.log",
+    benchmark:
+        "benchmarks/out/evaluate/{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}.tsv"
+    threads: config["threads"]
+    resources:
+        gpu=config["gpus"],
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "softeq evaluate --data {input.data} --model {input.model}"
+        " --projectors {input.projectors} --eval {params.eval:q} --seed {params.seed}"
+        " --dataset {wildcards.dataset} --backbone {wildcards.backbone}"
+        " --out {output} {params.device} > {log} 2>&1"
+
+
+rule aggregate:
+    input:
+        lambda wildcards: metrics_for(wildcards.task, wildcards.dataset),
+    output:
+        [
+            report(
+                f"{RESULTS}/tables/{{task}}_{{dataset}}_{name}.csv",
+                caption=f"../report/table_{name}.rst",
+                category="{task}",
+                subcategory="{dataset}: tables",
+            )
+            for name in TABLES
+        ],
+    log:
+        "logs/aggregate/{task}_{dataset}.log",
+    shell:
+        "softeq aggregate --out-dir {RESULTS}/tables {input} > {log} 2>&1"
