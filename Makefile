@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 # The CPU/CUDA wheels of torch this machine serves; the pins match pyproject's bounds.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test lint format install clean
+SNAKEMAKE := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake
+
+.PHONY: run test lint lint-workflow format install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +33,16 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-test: lint
-	$(BIN)/python -m pytest
+# workflow checks: lint, format, and offline dry-runs of both configs (also with the slurm profile)
+lint-workflow: $(STAMP)
+	$(BIN)/snakefmt --check workflow
+	$(SNAKEMAKE) --lint --configfile config/config.yaml
+	$(SNAKEMAKE) -n -q all --configfile config/config.yaml
+	$(SNAKEMAKE) -n -q all --configfile config/paper.yaml
+	$(SNAKEMAKE) -n -q all --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm
+
+test: lint lint-workflow
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -117,12 +117,31 @@ def provenance(args: argparse.Namespace, device: str) -> dict[str, Any]:
 # stages
 
 
-def cmd_prepare_data(args: argparse.Namespace) -> None:
-    if args.dataset != "digits":
-        raise SystemExit(f"--dataset {args.dataset!r}: only 'digits' is embedded")
-    from softeq.data.embedded import build_digits
+IMAGENET_HELP = """ImageNet cannot be downloaded without credentials. Provide it in one of these
+ways and set `datasets.imagenet.root` in the config to the folder:
+  (a) an ImageFolder tree: <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG;
+  (b) the official archives ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and
+      ILSVRC2012_devkit_t12.tar.gz in <root> (unpacked with torchvision.datasets.ImageNet);
+  (c) the gated Hugging Face dataset ILSVRC/imagenet-1k, exported to (a) with your token.
+For a small real stand-in, use Imagenette (10 ImageNet classes) laid out as in (a)."""
 
-    build_digits(args.out)
+
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    if args.dataset == "digits":
+        from softeq.data.embedded import build_digits
+
+        build_digits(args.out)
+    elif args.dataset == "imagenet":
+        if not args.root:
+            raise SystemExit(f"datasets.imagenet.root is not set.\n{IMAGENET_HELP}")
+        from softeq.data.imagefolder import build_manifest
+
+        try:
+            build_manifest(args.root, args.out)
+        except ValueError as error:
+            raise SystemExit(f"{error}\n{IMAGENET_HELP}") from error
+    else:
+        raise SystemExit(f"--dataset {args.dataset!r}: expected 'digits' or 'imagenet'")
 
 
 def _backbone(spec_dict: dict[str, Any], num_classes: int, random_init: bool = False):
@@ -137,15 +156,15 @@ def _backbone(spec_dict: dict[str, Any], num_classes: int, random_init: bool = F
 
 
 def _num_classes(data: str) -> int:
-    from softeq.data.embedded import load_split
+    from softeq.data.classification import num_classes
 
-    return int(load_split(data, "train").tensors[1].max()) + 1
+    return num_classes(data)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     import torch
 
-    from softeq.data.embedded import load_split
+    from softeq.data.classification import load_classification
     from softeq.engine.checkpoint import save_checkpoint
     from softeq.engine.classification import Recipe, train_classifier
 
@@ -155,7 +174,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     spec, model = _backbone(args.backbone_spec, num_classes)
     recipe = Recipe.from_dict(args.recipe, "--recipe")
     history = train_classifier(
-        model, load_split(args.data, "train"), recipe, args.seed, spec.input_size,
+        model, load_classification(args.data, "train", spec.input_size, train=True), recipe,
+        args.seed, spec.input_size,
         args.checkpoint, device, desc="pretrain",
     )  # fmt: skip
     save_checkpoint(
@@ -182,7 +202,7 @@ def cmd_projectors(args: argparse.Namespace) -> None:
 def cmd_finetune(args: argparse.Namespace) -> None:
     import torch
 
-    from softeq.data.embedded import load_split
+    from softeq.data.classification import load_classification
     from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
     from softeq.engine.classification import Recipe, train_classifier
 
@@ -199,7 +219,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     _soften(model, softening, args.projectors)
     recipe = Recipe.from_dict(args.recipe, "--recipe")
     history = train_classifier(
-        model, load_split(args.data, "train"), recipe, args.seed, spec.input_size,
+        model, load_classification(args.data, "train", spec.input_size, train=True), recipe,
+        args.seed, spec.input_size,
         args.checkpoint, device, desc=f"finetune b={softening['softness']}",
     )  # fmt: skip
     save_checkpoint(
@@ -211,7 +232,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from softeq.bounds import report
-    from softeq.data.embedded import load_split
+    from softeq.data.classification import load_classification
     from softeq.engine.checkpoint import load_checkpoint, write_json
     from softeq.engine.classification import EvalSpec, evaluate_classifier
 
@@ -223,9 +244,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _soften(model, softening, args.projectors)
     model.load_state_dict(state["model"])
     spec_eval = EvalSpec.from_dict(args.eval, "--eval")
-    result = evaluate_classifier(
-        model, load_split(args.data, args.split), spec_eval, args.seed, spec.input_size, device
-    )
+    test_set = load_classification(args.data, args.split, spec.input_size, train=False)
+    result = evaluate_classifier(model, test_set, spec_eval, args.seed, spec.input_size, device)
     softening = softening or {"group": "none", "softness": 1.0, "filter": "none"}
     out = {
         "task": "classification",
@@ -277,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
         return p
 
-    p = stage("prepare-data", cmd_prepare_data, "build an embedded dataset", compute=False)
+    p = stage("prepare-data", cmd_prepare_data, "build or check a dataset", compute=False)
     p.add_argument("--dataset", required=True)
+    p.add_argument("--root", help="where a dataset that cannot be downloaded lies")
     p.add_argument("--out", required=True)
 
     p = stage("pretrain", cmd_pretrain, "train the plain model that stands in for a hub one")

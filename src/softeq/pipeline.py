@@ -5,8 +5,10 @@ unknown keys, defaults) and then calls :func:`resolve`, which checks what a sche
 experiment naming a backbone the config does not define, a group that cannot act on the task)
 and expands every experiment into :class:`Run` records.  Errors name the config key.
 
-Path grammar (DESIGN 5, with the filter and positional softness added so ablations do not
-collide): ``{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}``.
+Path grammar (DESIGN 5, with the filter and positional softness added so that ablations do not
+collide)::
+
+    {task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}
 """
 
 from __future__ import annotations

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from softeq.groups import (
     pair_generators,
     parse_group,
 )
+from softeq.io import atomic_write
 from softeq.spectral import constraint_svd, real_schur
 
 __all__ = [
@@ -470,22 +469,12 @@ def save_projector(projector: _Projector, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors, meta = _state(projector)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix == ".safetensors":
-            save_file(tensors, tmp, metadata=meta)
-        elif path.suffix in (".pt", ".pth"):
-            torch.save({"tensors": tensors, "meta": meta}, tmp)
-        else:
-            raise ValueError(f"{path}: use a .safetensors or .pt file name")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    if path.suffix == ".safetensors":
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    if path.suffix in (".pt", ".pth"):
+        return atomic_write(path, lambda tmp: torch.save({"tensors": tensors, "meta": meta}, tmp))
+    raise ValueError(f"{path}: use a .safetensors or .pt file name")
 
 
 def load_projector(path: str | Path) -> InvariantProjector | EquivariantProjector:

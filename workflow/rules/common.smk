@@ -1,5 +1,6 @@
 # Path plumbing shared by every rule: the runs the config asks for, and where their files go.
 import json
+import os
 
 from softeq.pipeline import WILDCARDS, fmt_softness, resolve, softening_for
 
@@ -11,6 +12,13 @@ DATASETS = sorted({(run.task, run.dataset) for run in RUNS})
 
 wildcard_constraints:
     **WILDCARDS,
+
+
+def data_file(wildcards):
+    """The dataset a job reads: an embedded file, or the manifest of a provided dataset."""
+    if wildcards.dataset == "digits":
+        return f"{RESOURCES}/data/digits.safetensors"
+    return f"{RESOURCES}/data/{wildcards.dataset}.json"
 
 
 def device_args():
@@ -64,3 +72,13 @@ def all_targets():
         for task, dataset in DATASETS
         for path in tables_for(task, dataset) + figures_for(task, dataset)
     ]
+
+
+def pretrained_input(wildcards):
+    if config["pretrain"]["enabled"]:
+        return f"{RESULTS}/{wildcards.task}/{wildcards.dataset}/{wildcards.backbone}/pretrained/model.pt"
+    return []
+
+
+def init_arg(wildcards, input):
+    return f"--init {input.init}" if input.init else ""

@@ -16,9 +16,14 @@ rule figures_task:
         ],
     log:
         "logs/figures/{task}_{dataset}.log",
+    conda:
+        "../envs/softeq.yaml"
+    params:
+        tables=lambda wildcards, input: os.path.dirname(input[0]),
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "softeq figures --tables {RESULTS}/tables --prefix {wildcards.task}_{wildcards.dataset}"
-        " --out-dir {RESULTS}/figures > {log} 2>&1"
+        "softeq figures --tables {params.tables} --prefix {wildcards.task}_{wildcards.dataset}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figures:

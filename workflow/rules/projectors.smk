@@ -7,13 +7,15 @@ rule projectors:
         directory(
             f"{RESOURCES}/projectors/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}"
         ),
-    params:
-        spec=backbone_spec,
-        softening=softening,
     log:
         "logs/projectors/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}.log",
     benchmark:
         "benchmarks/out/projectors/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}.tsv"
+    conda:
+        "../envs/softeq.yaml"
+    params:
+        spec=backbone_spec,
+        softening=softening,
     shell:
         "softeq projectors --backbone-spec {params.spec:q} --softening {params.softening:q}"
         " --out {output} > {log} 2>&1"

@@ -17,7 +17,9 @@ def render_all(tables: str | Path, prefix: str, out_dir: str | Path) -> list[Pat
     tables, out_dir = Path(tables), Path(out_dir)
     task = prefix.split("_", 1)[0]
     if task not in TASK_METRICS:
-        raise ValueError(f"--prefix {prefix!r}: unknown task {task!r} (known: {list(TASK_METRICS)})")
+        raise ValueError(
+            f"--prefix {prefix!r}: unknown task {task!r} (known: {list(TASK_METRICS)})"
+        )
     metric, error = TASK_METRICS[task]
     return [
         plot_tunability(tables / f"{prefix}_summary.csv", out_dir / f"{prefix}_tunability.png",

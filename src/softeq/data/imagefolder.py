@@ -1,0 +1,100 @@
+"""Classification data from an ImageFolder tree (ImageNet as root/{train,val}/<wnid>/*.JPEG).
+
+``build_manifest`` checks the layout once and writes a small JSON manifest that the training and
+evaluation stages read; ``load_imagefolder`` gives a dataset with the usual ImageNet transforms.
+A corrupt image fails with an error that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from softeq.io import write_json
+
+__all__ = ["IMAGE_SUFFIXES", "build_manifest", "load_imagefolder", "read_manifest"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
+SPLIT_FOLDERS = {"train": "train", "test": "val", "val": "val"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_manifest(root: str | Path, out: str | Path) -> Path:
+    """Scan ``root/train`` and ``root/val`` (one folder per class) and write the manifest."""
+    root = Path(root).expanduser().resolve()
+    counts, classes = {}, None
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir():
+            raise ValueError(
+                f"{folder}: missing; expected an ImageFolder tree {root}/{{train,val}}/<class>/"
+            )
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if not names:
+            raise ValueError(f"{folder}: no class folders")
+        if classes is not None and names != classes:
+            raise ValueError(f"{folder}: class folders differ from {root / 'train'}")
+        classes = names
+        counts[split] = sum(
+            1 for c in names for f in (folder / c).iterdir() if f.suffix in IMAGE_SUFFIXES
+        )
+        if counts[split] == 0:
+            raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES[:3])}, ...)")
+    return write_json(
+        {"kind": "imagefolder", "root": str(root), "classes": classes, "counts": counts}, out
+    )
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest written by :func:`build_manifest`; errors name the file."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the dataset manifest ({error})") from error
+    if manifest.get("kind") != "imagefolder":
+        raise ValueError(f"{path}: not an ImageFolder manifest")
+    return manifest
+
+
+class _CheckedImageFolder(Dataset):
+    """torchvision's ImageFolder, with an error naming the file when an image cannot be read."""
+
+    def __init__(self, folder: Path, transform) -> None:
+        from torchvision.datasets import ImageFolder
+
+        self.inner = ImageFolder(str(folder), transform=transform)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.inner[index]
+        except Exception as error:
+            path = self.inner.samples[index][0]
+            raise ValueError(f"{path}: cannot read image ({error})") from error
+
+
+def load_imagefolder(manifest_path: str | Path, split: str, input_size: int, train: bool):
+    """The ``split`` (train / test) of the manifest's tree, transformed for ``input_size``.
+
+    Training: random resized crop and flip; evaluation: resize to input_size / 0.875 and centre
+    crop.  Both normalise with the ImageNet mean and standard deviation.
+    """
+    from torchvision import transforms as T
+
+    manifest = read_manifest(manifest_path)
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FOLDERS)}")
+    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train:
+        transform = T.Compose(
+            [T.RandomResizedCrop(input_size), T.RandomHorizontalFlip(), *normalise]
+        )
+    else:
+        resize = round(input_size / 0.875)
+        transform = T.Compose([T.Resize(resize), T.CenterCrop(input_size), *normalise])
+    return _CheckedImageFolder(Path(manifest["root"]) / SPLIT_FOLDERS[split], transform)

@@ -1,0 +1,103 @@
+"""Config semantics: validation names the key, defaults are filled, runs expand as documented."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softeq.pipeline import ConfigError, fmt_softness, resolve, softening_for, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+@pytest.fixture
+def config():
+    with open(ROOT / "config/config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_defaults_are_filled(config):
+    config.pop("threads")
+    del config["experiments"][0]["filters"]
+    validate_config(config, SCHEMA)
+    assert config["threads"] == 1
+    assert config["experiments"][0]["filters"] == ["shrink"]
+    assert config["evaluate"]["batch_size"] == 256
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c.update(bogus=1), "'bogus' was unexpected"),
+        (lambda c: c["experiments"][0]["softness"].append(1.5), "experiments[0].softness[5]"),
+        (lambda c: c["experiments"][0].update(softness_pos=-0.1), "experiments[0].softness_pos"),
+        (lambda c: c["experiments"][0]["groups"].append("C0"), "experiments[0].groups[1]"),
+        (lambda c: c["finetune"]["recipe"].update(lr=0), "finetune.recipe.lr"),
+        (lambda c: c["backbones"]["vit"].update(size=3), "backbones.vit"),
+    ],
+)
+def test_schema_errors_name_the_key(config, edit, key):
+    edit(config)
+    with pytest.raises(ConfigError, match="config key") as info:
+        validate_config(config, SCHEMA)
+    assert key in str(info.value)
+
+
+def test_resolve_expands_and_checks_semantics(config):
+    validate_config(config, SCHEMA)
+    runs = resolve(config)
+    assert len(runs) == 2 * 5
+    assert runs[0].path == "classification/digits/vit/C4_shrink/b~0_pos~0/seed~0"
+    bad = copy.deepcopy(config)
+    bad["experiments"][0]["backbones"].append("vgg")
+    with pytest.raises(ConfigError, match=r"experiments\[0\]\.backbones\[2\]: unknown backbone"):
+        resolve(bad)
+    bad = copy.deepcopy(config)
+    bad["experiments"][0]["groups"] = ["SO2"]
+    with pytest.raises(ConfigError, match=r"experiments\[0\]\.groups\[0\]"):
+        resolve(bad)
+    bad = copy.deepcopy(config)
+    bad["experiments"].append(copy.deepcopy(bad["experiments"][0]))
+    with pytest.raises(ConfigError, match="listed twice"):
+        resolve(bad)
+
+
+def test_path_formatting_and_softening_arguments():
+    assert [fmt_softness(b) for b in (0, 0.25, 1.0, 0.9)] == ["0", "0.25", "1", "0.9"]
+    assert '"hard_mask": true' in softening_for("C4", "rank-hard", 0.5, 0.5)
+    assert '"filter": "rank"' in softening_for("C4", "rank-hard", 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c.update(bogus=1), "bogus"),
+        (lambda c: c["experiments"][0]["softness"].append(1.5), "experiments[0].softness[5]"),
+        (lambda c: c["experiments"][0]["backbones"].append("vgg"), "experiments[0].backbones[2]"),
+        (lambda c: c["experiments"][0]["groups"].append("C4x"), "experiments[0].groups[1]"),
+    ],
+)
+def test_bad_config_fails_before_any_job_runs(config, tmp_path, edit, key):
+    config["results"] = str(tmp_path / "results")
+    config["resources"] = str(tmp_path / "resources")
+    edit(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["snakemake", "all", "--cores", "1", "--configfile", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert key in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "resources").exists()

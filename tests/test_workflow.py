@@ -1,0 +1,84 @@
+"""The classification DAG end to end on a reduced config, through the real snakemake CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["snakemake", *args], cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory):
+    """Run the reduced DAG once; the tests below read what it left."""
+    tmp = tmp_path_factory.mktemp("workflow")
+    with open(ROOT / "config/config.yaml") as f:
+        config = yaml.safe_load(f)
+    config["results"] = str(tmp / "results")
+    config["resources"] = str(tmp / "resources")
+    config["backbones"] = {
+        "vit": {
+            "timm": "vit_tiny_patch16_224",
+            "input_size": 32,
+            "kwargs": {
+                "img_size": 32,
+                "patch_size": 8,
+                "embed_dim": 24,
+                "depth": 1,
+                "num_heads": 2,
+            },
+        }
+    }
+    config["pretrain"]["recipe"].update(epochs=4, batch_size=64, lr=3e-3)
+    config["finetune"]["recipe"].update(epochs=1, batch_size=128)
+    config["evaluate"] = {"sweep": [0, 45, 90], "batch_size": 512}
+    config["experiments"][0].update(backbones=["vit"], softness=[0.0, 0.5, 1.0])
+    path = tmp / "reduced.yaml"
+    path.write_text(yaml.safe_dump(config))
+    snakemake("all", "--cores", "2", "--configfile", str(path))
+    return tmp, path
+
+
+def test_tables_figures_and_exact_invariance_at_b0(reduced):
+    tmp, _ = reduced
+    tables, figures = tmp / "results/tables", tmp / "results/figures"
+    for name in ("summary", "runs", "bounds", "angles"):
+        assert (tables / f"classification_digits_{name}.csv").stat().st_size > 0
+        assert (tables / f"classification_digits_{name}.md").stat().st_size > 0
+    for name in ("tunability", "bounds", "angles"):
+        assert (figures / f"classification_digits_{name}.png").stat().st_size > 10_000
+    runs = pd.read_csv(tables / "classification_digits_runs.csv").set_index("softness")
+    assert runs.loc[0.0, "inv_error_rot90"] < 1e-6  # exact C4 invariance at b = 0
+    assert runs.loc[1.0, "inv_error_rot90"] > 1e-4  # the plain model is not invariant
+    metrics = json.loads(
+        next((tmp / "results/classification/digits/vit").rglob("metrics.json")).read_text()
+    )
+    assert metrics["provenance"]["softeq_version"]
+    assert Path(tmp / "resources/projectors/vit/C4_shrink/b~0.5_pos~0.5/manifest.json").exists()
+
+
+def test_figures_regenerate_from_tables_alone(reduced):
+    tmp, config = reduced
+    for png in (tmp / "results/figures").glob("*.png"):
+        png.unlink()
+    plan = snakemake("figures", "--cores", "1", "--configfile", str(config), "-n")
+    jobs = [
+        line.split()[1].rstrip(":") for line in plan.stdout.splitlines() if line.startswith("rule ")
+    ]
+    assert set(jobs) == {"figures_task", "figures"}, plan.stdout
+    snakemake("figures", "--cores", "1", "--configfile", str(config))
+    assert len(list((tmp / "results/figures").glob("*.png"))) == 3
