@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores 2 --configfile config/config.yaml all
-	$(BIN)/snakemake --configfile config/config.yaml --report results/report.html
+	$(SNAKEMAKE) all --cores 2 --configfile config/config.yaml
+	$(SNAKEMAKE) all --configfile config/config.yaml --report results/report.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
