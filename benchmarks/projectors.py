@@ -51,8 +51,10 @@ def _dense_reference_grid(group: str, k: int, b: float) -> np.ndarray:
 
 def bench_grids(sizes: list[int], repeats: int) -> None:
     print("\n## Invariant grid filters (shrink, b = 0.5)")
-    print(f"{'group':>6} {'grid':>7} {'softeq s':>9} {'dense s':>9} {'speed-up':>9} "
-          f"{'cached s':>9} {'max |diff|':>11}")  # fmt: skip
+    print(
+        f"{'group':>6} {'grid':>7} {'softeq s':>9} {'dense s':>9} {'speed-up':>9} "
+        f"{'cached s':>9} {'max |diff|':>11}"
+    )
     for group in ("C4", "C18"):
         for k in sizes:
 
@@ -64,8 +66,10 @@ def bench_grids(sizes: list[int], repeats: int) -> None:
             dense = _best_of(lambda group=group, k=k: _dense_reference_grid(group, k, 0.5), 1)
             cached = _best_of(lambda group=group, k=k: invariant_projector(group, k, 0.5), 100)
             diff = np.abs(build().matrix - _dense_reference_grid(group, k, 0.5)).max()
-            print(f"{group:>6} {k:>4}x{k:<2} {ours:9.4f} {dense:9.4f} {dense / ours:8.1f}x "
-                  f"{cached:9.2e} {diff:11.1e}")  # fmt: skip
+            print(
+                f"{group:>6} {k:>4}x{k:<2} {ours:9.4f} {dense:9.4f} {dense / ours:8.1f}x "
+                f"{cached:9.2e} {diff:11.1e}"
+            )
 
 
 def bench_pairs(widths: list[int], dense_limit_s: float) -> None:
@@ -81,8 +85,10 @@ def bench_pairs(widths: list[int], dense_limit_s: float) -> None:
 
         schur_s = _best_of(lambda: build("schur"), 3)
         if dense_estimate > dense_limit_s:
-            print(f"{width:>6} {schur_s:9.4f} {'skipped':>9} {'':>9} {'':>11}"
-                  f"   (dense estimated at {dense_estimate:.0f} s)")  # fmt: skip
+            print(
+                f"{width:>6} {schur_s:9.4f} {'skipped':>9} {'':>9} {'':>11}"
+                f"   (dense estimated at {dense_estimate:.0f} s)"
+            )
             dense_estimate *= 64
             continue
         start = time.perf_counter()

@@ -39,18 +39,41 @@ def _softeq(*args: str, **kwargs) -> subprocess.Popen:
 
 def _finetune(digits, out: Path) -> subprocess.Popen:
     return _softeq(
-        "finetune", "--data", str(digits), "--backbone-spec", json.dumps(SPEC),
-        "--softening", json.dumps(SOFTENING), "--recipe", json.dumps(RECIPE),
-        "--seed", "3", "--checkpoint", f"{out}.ckpt", "--out", str(out),
-    )  # fmt: skip
+        "finetune",
+        "--data",
+        str(digits),
+        "--backbone-spec",
+        json.dumps(SPEC),
+        "--softening",
+        json.dumps(SOFTENING),
+        "--recipe",
+        json.dumps(RECIPE),
+        "--seed",
+        "3",
+        "--checkpoint",
+        f"{out}.ckpt",
+        "--out",
+        str(out),
+    )
 
 
 def _evaluate(digits, model: Path) -> dict:
     out = model.with_suffix(".json")
     proc = _softeq(
-        "evaluate", "--data", str(digits), "--model", str(model), "--dataset", "digits",
-        "--backbone", "vit", "--eval", json.dumps({"sweep": [0, 90]}), "--out", str(out),
-    )  # fmt: skip
+        "evaluate",
+        "--data",
+        str(digits),
+        "--model",
+        str(model),
+        "--dataset",
+        "digits",
+        "--backbone",
+        "vit",
+        "--eval",
+        json.dumps({"sweep": [0, 90]}),
+        "--out",
+        str(out),
+    )
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
     return json.loads(out.read_text())
 
@@ -96,10 +119,14 @@ def test_b0_evaluation_reports_zero_rot90_error(digits, tmp_path):
     model = softeq.soften(build_backbone(BackboneSpec.from_dict(SPEC), 10), "C4", 0.0)
     path = tmp_path / "b0.pt"
     torch.save(
-        {"model": model.state_dict(), "backbone": SPEC, "num_classes": 10,
-         "softening": {**SOFTENING, "softness": 0.0, "softness_pos": 0.0}},
+        {
+            "model": model.state_dict(),
+            "backbone": SPEC,
+            "num_classes": 10,
+            "softening": {**SOFTENING, "softness": 0.0, "softness_pos": 0.0},
+        },
         path,
-    )  # fmt: skip
+    )
     result = _evaluate(digits, path)
     assert result["metrics"]["inv_error_rot90"] < 1e-6  # float32 rounding of the KL
     by_angle = {row["angle"]: row["inv_error"] for row in result["angle_sweep"]}

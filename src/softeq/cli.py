@@ -117,34 +117,30 @@ def provenance(args: argparse.Namespace, device: str) -> dict[str, Any]:
 # stages
 
 
-IMAGENET_HELP = """ImageNet cannot be downloaded without credentials. Provide it in one of these
-ways and set `datasets.imagenet.root` in the config to the folder:
-  (a) an ImageFolder tree: <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG;
-  (b) the official archives ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and
-      ILSVRC2012_devkit_t12.tar.gz in <root> (unpacked with torchvision.datasets.ImageNet);
-  (c) the gated Hugging Face dataset ILSVRC/imagenet-1k, exported to (a) with your token.
-For a small real stand-in, use Imagenette (10 ImageNet classes) laid out as in (a)."""
-
-
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     if args.dataset == "digits":
         from softeq.data.embedded import build_digits
 
         build_digits(args.out)
-    elif args.dataset == "imagenet":
-        if not args.root:
-            raise SystemExit(f"datasets.imagenet.root is not set.\n{IMAGENET_HELP}")
-        from softeq.data.imagefolder import build_manifest
-
-        try:
-            build_manifest(args.root, args.out)
-        except ValueError as error:
-            raise SystemExit(f"{error}\n{IMAGENET_HELP}") from error
-    else:
+        return
+    if args.dataset != "imagenet":
         raise SystemExit(f"--dataset {args.dataset!r}: expected 'digits' or 'imagenet'")
+    from softeq.data.imagenet import IMAGENET_HELP, prepare_imagenet
+
+    if not args.root:
+        raise SystemExit(f"datasets.imagenet.root is not set.\n{IMAGENET_HELP}")
+    options = {"sha256": args.sha256} if args.source == "imagenette" else {}
+    if args.sha256 and args.source != "imagenette":
+        raise SystemExit("--sha256 pins the Imagenette archive; other sources have their own")
+    try:
+        prepare_imagenet(args.source, args.root, args.out, **options)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"{error}\n\n{IMAGENET_HELP}") from error
 
 
-def _backbone(spec_dict: dict[str, Any], num_classes: int, random_init: bool = False):
+def _backbone(
+    spec_dict: dict[str, Any], num_classes: int, random_init: bool = False, drop_path: float = 0.0
+):
     from dataclasses import replace
 
     from softeq.models import BackboneSpec, build_backbone
@@ -152,6 +148,8 @@ def _backbone(spec_dict: dict[str, Any], num_classes: int, random_init: bool = F
     spec = BackboneSpec.from_dict(spec_dict, "--backbone-spec")
     if random_init:
         spec = replace(spec, pretrained=None)
+    if drop_path:
+        spec = replace(spec, kwargs={**spec.kwargs, "drop_path_rate": drop_path})
     return spec, build_backbone(spec, num_classes)
 
 
@@ -161,28 +159,39 @@ def _num_classes(data: str) -> int:
     return num_classes(data)
 
 
+def _train_and_save(args, model, spec, recipe, num_classes: int, device: str, extra: dict) -> None:
+    """Train with the recipe (resuming from --checkpoint) and write --out from the main process."""
+    from softeq.data.classification import load_classification
+    from softeq.engine.checkpoint import save_checkpoint
+    from softeq.engine.classification import train_classifier
+    from softeq.engine.distributed import Distributed
+
+    train_set = load_classification(
+        args.data, "train", spec.input_size, train=True, auto_augment=recipe.auto_augment
+    )
+    history, ema = train_classifier(
+        model, train_set, recipe, args.seed, spec.input_size, args.checkpoint, device,
+        desc=args.stage, num_classes=num_classes,
+    )  # fmt: skip
+    if Distributed.from_env(device).is_main:
+        state = {"model": model.state_dict(), "backbone": args.backbone_spec,
+                 "num_classes": num_classes, "history": history, **extra}  # fmt: skip
+        if ema is not None:
+            state["model_ema"] = ema.state_dict()
+        save_checkpoint(state, args.out)
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     import torch
 
-    from softeq.data.classification import load_classification
-    from softeq.engine.checkpoint import save_checkpoint
-    from softeq.engine.classification import Recipe, train_classifier
+    from softeq.engine.classification import Recipe
 
     device = _setup(args)
+    recipe = Recipe.from_dict(args.recipe, "--recipe")
     num_classes = _num_classes(args.data)
     torch.manual_seed(args.seed)
-    spec, model = _backbone(args.backbone_spec, num_classes)
-    recipe = Recipe.from_dict(args.recipe, "--recipe")
-    history = train_classifier(
-        model, load_classification(args.data, "train", spec.input_size, train=True), recipe,
-        args.seed, spec.input_size,
-        args.checkpoint, device, desc="pretrain",
-    )  # fmt: skip
-    save_checkpoint(
-        {"model": model.state_dict(), "backbone": args.backbone_spec, "num_classes": num_classes,
-         "history": history},
-        args.out,
-    )  # fmt: skip
+    spec, model = _backbone(args.backbone_spec, num_classes, drop_path=recipe.drop_path)
+    _train_and_save(args, model, spec, recipe, num_classes, device, {})
 
 
 def cmd_projectors(args: argparse.Namespace) -> None:
@@ -202,32 +211,24 @@ def cmd_projectors(args: argparse.Namespace) -> None:
 def cmd_finetune(args: argparse.Namespace) -> None:
     import torch
 
-    from softeq.data.classification import load_classification
-    from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
-    from softeq.engine.classification import Recipe, train_classifier
+    from softeq.engine.checkpoint import load_checkpoint
+    from softeq.engine.classification import Recipe
 
     device = _setup(args)
     softening = _softening(args.softening)
+    recipe = Recipe.from_dict(args.recipe, "--recipe")
     num_classes = _num_classes(args.data)
     torch.manual_seed(args.seed)
-    spec, model = _backbone(args.backbone_spec, num_classes, random_init=args.init is not None)
+    spec, model = _backbone(
+        args.backbone_spec, num_classes, args.init is not None, drop_path=recipe.drop_path
+    )
     if args.init is not None:
         init = load_checkpoint(args.init)
         if init.get("backbone") != args.backbone_spec:
             raise SystemExit(f"{args.init}: trained with another backbone spec")
-        model.load_state_dict(init["model"])
+        model.load_state_dict(init.get("model_ema") or init["model"])
     _soften(model, softening, args.projectors)
-    recipe = Recipe.from_dict(args.recipe, "--recipe")
-    history = train_classifier(
-        model, load_classification(args.data, "train", spec.input_size, train=True), recipe,
-        args.seed, spec.input_size,
-        args.checkpoint, device, desc=f"finetune b={softening['softness']}",
-    )  # fmt: skip
-    save_checkpoint(
-        {"model": model.state_dict(), "backbone": args.backbone_spec, "softening": softening,
-         "num_classes": num_classes, "history": history},
-        args.out,
-    )  # fmt: skip
+    _train_and_save(args, model, spec, recipe, num_classes, device, {"softening": softening})
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -242,7 +243,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     spec, model = _backbone(state["backbone"], state["num_classes"], random_init=True)
     if softening is not None:
         _soften(model, softening, args.projectors)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get("model_ema") or state["model"])  # the EMA when trained with one
     spec_eval = EvalSpec.from_dict(args.eval, "--eval")
     test_set = load_classification(args.data, args.split, spec.input_size, train=False)
     result = evaluate_classifier(model, test_set, spec_eval, args.seed, spec.input_size, device)
@@ -300,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("prepare-data", cmd_prepare_data, "build or check a dataset", compute=False)
     p.add_argument("--dataset", required=True)
     p.add_argument("--root", help="where a dataset that cannot be downloaded lies")
+    p.add_argument(
+        "--source", default="folder", help="imagenet: folder, archives, huggingface or imagenette"
+    )
+    p.add_argument("--sha256", help="imagenette: the pinned sha256 of its archive")
     p.add_argument("--out", required=True)
 
     p = stage("pretrain", cmd_pretrain, "train the plain model that stands in for a hub one")

@@ -171,9 +171,17 @@ def resolve(config: dict[str, Any]) -> list[Run]:
                     for b in exp["softness"]:
                         for seed in exp.get("seeds", [0]):
                             runs.append(
-                                Run(exp["task"], exp["dataset"], backbone, group, filter,
-                                    float(b), float(b if pos is None else pos), int(seed))
-                            )  # fmt: skip
+                                Run(
+                                    exp["task"],
+                                    exp["dataset"],
+                                    backbone,
+                                    group,
+                                    filter,
+                                    float(b),
+                                    float(b if pos is None else pos),
+                                    int(seed),
+                                )
+                            )
     duplicates = sorted(p for p, n in Counter(run.path for run in runs).items() if n > 1)
     if duplicates:
         raise ConfigError(f"experiments: the same run is listed twice: {duplicates[0]}")

@@ -23,7 +23,13 @@ rule imagenet_manifest:
     conda:
         "../envs/softeq.yaml"
     params:
+        source=config["datasets"]["imagenet"]["source"],
         root=config["datasets"]["imagenet"]["root"] or "",
+        sha256=(
+            f"--sha256 {config['datasets']['imagenet']['imagenette_sha256']}"
+            if config["datasets"]["imagenet"]["imagenette_sha256"]
+            else ""
+        ),
     shell:
-        "softeq prepare-data --dataset imagenet --root {params.root:q} --out {output}"
-        " > {log} 2>&1"
+        "softeq prepare-data --dataset imagenet --source {params.source}"
+        " --root {params.root:q} {params.sha256} --out {output} > {log} 2>&1"

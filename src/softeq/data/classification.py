@@ -9,17 +9,27 @@ from torch.utils.data import Dataset
 __all__ = ["load_classification", "num_classes"]
 
 
-def load_classification(path: str | Path, split: str, input_size: int, train: bool) -> Dataset:
-    """``split`` of the dataset at ``path``: an embedded ``.safetensors`` file or a manifest."""
+def load_classification(
+    path: str | Path, split: str, input_size: int, train: bool, auto_augment: str | None = None
+) -> Dataset:
+    """``split`` of the dataset at ``path``: an embedded ``.safetensors`` file or a manifest.
+
+    ``auto_augment`` (a timm RandAugment string) works on images, not on embedded tensors.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
+        if auto_augment:
+            raise ValueError(
+                f"{path}: auto_augment {auto_augment!r} needs image files; the embedded tensor "
+                "data supports rotate_degrees instead"
+            )
         from softeq.data.embedded import load_split
 
         return load_split(path, split)
     if path.suffix == ".json":
         from softeq.data.imagefolder import load_imagefolder
 
-        return load_imagefolder(path, split, input_size, train)
+        return load_imagefolder(path, split, input_size, train, auto_augment)
     raise ValueError(f"{path}: expected an embedded .safetensors file or a dataset manifest .json")
 
 

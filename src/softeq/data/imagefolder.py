@@ -78,23 +78,32 @@ class _CheckedImageFolder(Dataset):
             raise ValueError(f"{path}: cannot read image ({error})") from error
 
 
-def load_imagefolder(manifest_path: str | Path, split: str, input_size: int, train: bool):
+def load_imagefolder(
+    manifest_path: str | Path,
+    split: str,
+    input_size: int,
+    train: bool,
+    auto_augment: str | None = None,
+):
     """The ``split`` (train / test) of the manifest's tree, transformed for ``input_size``.
 
-    Training: random resized crop and flip; evaluation: resize to input_size / 0.875 and centre
-    crop.  Both normalise with the ImageNet mean and standard deviation.
+    timm's ImageNet transforms: training uses a random resized crop, flip and, if given,
+    RandAugment (``auto_augment``); evaluation resizes to input_size / 0.875 and centre-crops.
+    Both normalise with the ImageNet mean and standard deviation.
     """
-    from torchvision import transforms as T
+    from timm.data import create_transform
 
     manifest = read_manifest(manifest_path)
     if split not in SPLIT_FOLDERS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FOLDERS)}")
-    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    if train:
-        transform = T.Compose(
-            [T.RandomResizedCrop(input_size), T.RandomHorizontalFlip(), *normalise]
-        )
-    else:
-        resize = round(input_size / 0.875)
-        transform = T.Compose([T.Resize(resize), T.CenterCrop(input_size), *normalise])
+    if auto_augment and not train:
+        raise ValueError("auto_augment applies to training data only")
+    transform = create_transform(
+        input_size,
+        is_training=train,
+        auto_augment=auto_augment,
+        crop_pct=0.875,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
     return _CheckedImageFolder(Path(manifest["root"]) / SPLIT_FOLDERS[split], transform)

@@ -1,13 +1,20 @@
-"""Classification: fine-tuning with warmup + cosine, checkpoint/resume, and rotated evaluation.
+"""Classification: the paper's timm-style fine-tuning recipe, checkpoint/resume, and evaluation.
+
+The recipe is built from timm's components: AdamW with layer-wise lr decay
+(``param_groups_layer_decay``), mixup / cutmix (``Mixup`` + ``SoftTargetCrossEntropy``), random
+erasing, label smoothing, EMA (``ModelEmaV3``); plus bf16 autocast, gradient accumulation and
+clipping, warmup + cosine per optimizer step, and DDP when launched by torchrun.
 
 Training is resumable and reproducible: the checkpoint after each epoch holds the model,
-optimizer and scheduler; the data order and every random draw of epoch e come from generators
-seeded by (seed, e), so a run killed and resumed ends with the same weights as one that was not.
+optimizer, scheduler and EMA; the data order and every random draw of epoch e come from seeds
+(seed, e, rank), so a run killed and resumed ends with the same weights as one that was not.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,19 +22,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
+from softeq.engine.distributed import Distributed, seed_everything
 from softeq.metrics.classification import ClassificationMeter
 from softeq.metrics.equivariance import kl_divergence, rotate_images, sample_angles
 
-__all__ = ["EvalSpec", "Recipe", "evaluate_classifier", "train_classifier"]
+__all__ = ["EvalSpec", "Recipe", "build_optimizer", "evaluate_classifier", "train_classifier"]
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Fine-tuning hyper-parameters (config: ``pretrain`` and ``finetune``)."""
+    """Fine-tuning hyper-parameters (config: ``pretrain.recipe`` and ``finetune.recipe``).
+
+    ``batch_size`` is the global batch per optimizer step: split over the DDP processes and the
+    ``grad_accum`` micro-batches.  ``drop_path`` and ``auto_augment`` act where the model and the
+    data are built (the CLI passes them on); the loop applies the rest.
+    """
 
     epochs: int = 5
     batch_size: int = 64
@@ -36,8 +49,17 @@ class Recipe:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    rotate_degrees: float = 0.0  # training augmentation: uniform random rotation
+    rotate_degrees: float = 0.0  # training augmentation: uniform random rotation (tensor data)
     grad_clip: float = 1.0
+    layer_decay: float | None = None  # lr scale layer_decay^(depth - layer) per timm group
+    drop_path: float = 0.0
+    auto_augment: str | None = None  # timm RandAugment string, e.g. rand-m9-mstd0.5-inc1
+    mixup: float = 0.0  # mixup alpha
+    cutmix: float = 0.0  # cutmix alpha
+    reprob: float = 0.0  # random erasing probability
+    ema_decay: float | None = None  # evaluate the EMA of the weights when set
+    amp: str = "none"  # "none" or "bf16" autocast
+    grad_accum: int = 1
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> Recipe:
@@ -45,7 +67,12 @@ class Recipe:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        return cls(**values)
+        recipe = cls(**values)
+        if recipe.amp not in ("none", "bf16"):
+            raise ValueError(f"{where}.amp: {recipe.amp!r} is not supported; use 'none' or 'bf16'")
+        if recipe.grad_accum < 1:
+            raise ValueError(f"{where}.grad_accum must be >= 1")
+        return recipe
 
 
 @dataclass(frozen=True)
@@ -88,8 +115,45 @@ def _lr_lambda(recipe: Recipe, steps_per_epoch: int):
     return factor
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
+_SOFT_NAME = re.compile(r"parametrizations\.(\w+)\.original$")
+
+
+class _PlainNames:
+    """A view of a (softened) model whose parameter names read as the plain model's.
+
+    timm's layer grouping and no-weight-decay lists match names like ``patch_embed.proj.weight``
+    and ``pos_embed``; a soft tensor's raw parameter is ``...parametrizations.weight.original``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def named_parameters(self):
+        for name, param in self.model.named_parameters():
+            yield _SOFT_NAME.sub(r"\1", name), param
+
+    def group_matcher(self, coarse: bool = False):
+        return self.model.group_matcher(coarse=coarse)
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW over timm's parameter groups: no decay for 1-d tensors and the model's
+    ``no_weight_decay()`` names; layer-wise lr decay when the recipe asks for it."""
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    view = _PlainNames(model)
+    if recipe.layer_decay is not None:
+        if not hasattr(model, "group_matcher"):
+            raise ValueError(f"layer_decay: {type(model).__name__} has no timm group_matcher")
+        groups = param_groups_layer_decay(
+            view, recipe.weight_decay, skip, layer_decay=recipe.layer_decay
+        )
+    else:
+        groups = param_groups_weight_decay(view, recipe.weight_decay, skip)
+    for group in groups:
+        group["lr"] = recipe.lr * group.pop("lr_scale", 1.0)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
 
 
 def train_classifier(
@@ -102,23 +166,61 @@ def train_classifier(
     device: str = "cpu",
     desc: str = "train",
     stop_after_epochs: int | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model`` in place; resume from ``checkpoint`` when it exists.  Returns the history
-    (one record per epoch: loss, train accuracy, learning rate).
+    num_classes: int | None = None,
+) -> tuple[list[dict[str, float]], nn.Module | None]:
+    """Train ``model`` in place; resume from ``checkpoint`` when it exists.
 
-    ``stop_after_epochs`` ends the call early after that many epochs of this call (as if killed),
-    for tests of resume.
+    Returns the history (one record per epoch: loss, train accuracy, learning rate) and the EMA
+    model (None without ``ema_decay``).  Launched by torchrun, each process trains a DDP replica.
+    ``stop_after_epochs`` ends the call early, as if killed, for tests of resume.
     """
-    model.to(device)
-    steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr,
-    )  # fmt: skip
+    from timm.data import Mixup
+    from timm.data.random_erasing import RandomErasing
+    from timm.loss import SoftTargetCrossEntropy
+    from timm.utils import ModelEmaV3
+
+    ctx = Distributed.from_env(device)
+    per_step = ctx.world_size * recipe.grad_accum
+    if recipe.batch_size % per_step:
+        raise ValueError(
+            f"batch_size {recipe.batch_size} is not divisible by {ctx.world_size} processes x "
+            f"{recipe.grad_accum} accumulation steps"
+        )
+    micro_batch = recipe.batch_size // per_step
+    mixing = recipe.mixup > 0 or recipe.cutmix > 0
+    if mixing and num_classes is None:
+        raise ValueError("mixup / cutmix need num_classes")
+    if mixing and micro_batch % 2:
+        raise ValueError(f"mixup / cutmix need an even micro-batch, got {micro_batch}")
+    model.to(ctx.device)
+    replica = model
+    if ctx.world_size > 1:
+        replica = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    sampler = DistributedSampler(
+        train_set, ctx.world_size, ctx.rank, shuffle=True, seed=seed, drop_last=mixing
+    )
+    loader = DataLoader(train_set, batch_size=micro_batch, sampler=sampler, drop_last=mixing)
+    steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum)
+    optimizer = build_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(recipe, steps_per_epoch))
+    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
+    mixup = (
+        Mixup(
+            mixup_alpha=recipe.mixup,
+            cutmix_alpha=recipe.cutmix,
+            label_smoothing=recipe.label_smoothing,
+            num_classes=num_classes,
+        )
+        if mixing
+        else None
+    )
+    erase = (
+        RandomErasing(recipe.reprob, mode="pixel", device=str(ctx.device))
+        if recipe.reprob
+        else None
+    )
     history: list[dict[str, float]] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
@@ -128,53 +230,88 @@ def train_classifier(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
         history, start = list(state["history"]), int(state["epoch"]) + 1
     end = (
         recipe.epochs
         if stop_after_epochs is None
         else min(recipe.epochs, start + stop_after_epochs)
     )
+    loss_fn = (
+        SoftTargetCrossEntropy()
+        if mixing
+        else nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    )
     for epoch in range(start, end):
-        history.append(_train_epoch(model, train_set, recipe, seed, epoch, input_size,
-                                    optimizer, scheduler, device, desc))  # fmt: skip
-        if checkpoint is not None:
-            save_checkpoint(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                 "recipe": asdict(recipe), "seed": seed},
-                checkpoint,
-            )  # fmt: skip
-    return history
-
-
-def _train_epoch(model, train_set, recipe, seed, epoch, input_size, optimizer, scheduler,
-                 device, desc) -> dict[str, float]:  # fmt: skip
-    model.train()
-    epoch_seed = _epoch_seed(seed, epoch)
-    torch.manual_seed(epoch_seed)  # dropout / drop-path draws: reproducible per epoch on resume
-    order = torch.Generator().manual_seed(epoch_seed)
-    loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=order)
-    total_loss, correct, count = 0.0, 0, 0
-    bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", leave=False)
-    for step, (x, y) in enumerate(bar):
-        x, y = x.to(device), y.to(device)
-        if recipe.rotate_degrees:
-            angles = sample_angles(len(x), recipe.rotate_degrees, epoch_seed * 7919 + step)
-            x = rotate_images(x, angles.to(device))
-        logits = model(fit_input(x, input_size))
-        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        replica.train()
+        epoch_seed = seed * 100_003 + epoch
+        seed_everything(epoch_seed * 1009 + ctx.rank)  # dropout, drop path, mixup, erasing
+        sampler.set_epoch(epoch)
+        total_loss, correct, count = 0.0, 0, 0
+        bar = tqdm(
+            loader,
+            desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}",
+            leave=False,
+            disable=not ctx.is_main,
+        )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        total_loss += loss.item() * len(x)
-        correct += int((logits.argmax(1) == y).sum())
-        count += len(x)
-        bar.set_postfix(loss=f"{total_loss / count:.3f}")
-    return {"epoch": epoch + 1, "loss": total_loss / count, "train_acc": correct / count,
-            "lr": scheduler.get_last_lr()[0]}  # fmt: skip
+        for step, (x, y) in enumerate(bar):
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            if recipe.rotate_degrees:
+                angles = sample_angles(len(x), recipe.rotate_degrees, epoch_seed * 7919 + step)
+                x = rotate_images(x, angles.to(ctx.device))
+            x = fit_input(x, input_size)
+            if erase is not None:
+                x = erase(x)
+            target = y
+            if mixup is not None:
+                x, target = mixup(x, y)
+            last = (step + 1) % recipe.grad_accum == 0 or step + 1 == len(loader)
+            # gradients are all-reduced on the last micro-batch of each optimizer step only
+            sync = nullcontext() if last or ctx.world_size == 1 else replica.no_sync()
+            with sync:
+                with torch.autocast(ctx.device.type, torch.bfloat16, enabled=recipe.amp == "bf16"):
+                    logits = replica(x)
+                    loss = loss_fn(logits.float(), target)
+                (loss / recipe.grad_accum).backward()
+            if last:
+                if recipe.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                if ema is not None:
+                    ema.update(model, step=scheduler.last_epoch)
+            total_loss += loss.item() * len(x)
+            correct += int((logits.argmax(1) == y).sum())
+            count += len(x)
+            bar.set_postfix(loss=f"{total_loss / count:.3f}")
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": total_loss / count,
+                "train_acc": correct / count,
+                "lr": scheduler.get_last_lr()[0],
+            }
+        )
+        if checkpoint is not None and ctx.is_main:
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "recipe": asdict(recipe),
+                    "seed": seed,
+                    "world_size": ctx.world_size,
+                    "ema": ema.module.state_dict() if ema is not None else None,
+                },
+                checkpoint,
+            )
+        ctx.barrier()
+    return history, (ema.module if ema is not None else None)
 
 
 @torch.no_grad()

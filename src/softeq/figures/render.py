@@ -22,9 +22,14 @@ def render_all(tables: str | Path, prefix: str, out_dir: str | Path) -> list[Pat
         )
     metric, error = TASK_METRICS[task]
     return [
-        plot_tunability(tables / f"{prefix}_summary.csv", out_dir / f"{prefix}_tunability.png",
-                        metric=metric, error=error),
+        plot_tunability(
+            tables / f"{prefix}_summary.csv",
+            out_dir / f"{prefix}_tunability.png",
+            metric=metric,
+            error=error,
+        ),
         plot_bounds(tables / f"{prefix}_bounds.csv", out_dir / f"{prefix}_bounds.png"),
-        plot_error_vs_angle(tables / f"{prefix}_angles.csv", out_dir / f"{prefix}_angles.png",
-                            error=error),
-    ]  # fmt: skip
+        plot_error_vs_angle(
+            tables / f"{prefix}_angles.csv", out_dir / f"{prefix}_angles.png", error=error
+        ),
+    ]

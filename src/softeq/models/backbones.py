@@ -17,7 +17,7 @@ import timm
 import torch
 from torch import nn
 
-__all__ = ["BackboneSpec", "PretrainedUnavailable", "build_backbone"]
+__all__ = ["BackboneSpec", "PretrainedUnavailable", "build_backbone", "cached_weights"]
 
 _HUB_HOST = "huggingface.co"
 
@@ -48,8 +48,12 @@ class BackboneSpec:
         for key in ("timm", "input_size"):
             if key not in spec:
                 raise ValueError(f"{where}: missing key {key!r}")
-        return cls(spec["timm"], int(spec["input_size"]), dict(spec.get("kwargs") or {}),
-                   spec.get("pretrained"))  # fmt: skip
+        return cls(
+            spec["timm"],
+            int(spec["input_size"]),
+            dict(spec.get("kwargs") or {}),
+            spec.get("pretrained"),
+        )
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -91,21 +95,50 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> nn.Module:
         model = timm.create_model(spec.timm, pretrained=False, **kwargs)
         _load_local(model, path)
         return model
-    # a timm tag: try the local Hugging Face cache first, then the hub if it can be reached
-    try:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return timm.create_model(pretrained, pretrained=True, **kwargs)
-    except (OSError, RuntimeError) as offline_error:
-        cached_only = offline_error
-    finally:
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            del os.environ["HF_HUB_OFFLINE"]
+    # a timm tag: the local Hugging Face cache first (no network at all), then the hub
+    arch = pretrained.split(".", 1)[0]
+    if arch != spec.timm:
+        raise ValueError(f"pretrained tag {pretrained!r} is not a {spec.timm!r} checkpoint")
+    cached = cached_weights(pretrained)
+    if cached is not None:
+        overlay = {"file": str(cached)}
+        return timm.create_model(
+            pretrained, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+        )
     if not _hub_reachable():
         raise PretrainedUnavailable(
-            f"pretrained weights {pretrained!r} are not in the local Hugging Face cache and "
-            f"{_HUB_HOST} cannot be reached. On a machine with internet run "
+            f"pretrained weights {pretrained!r} are not in the local Hugging Face cache "
+            f"({_cache_dir()}) and {_HUB_HOST} cannot be reached. On a machine with internet, run "
             f"`python -c \"import timm; timm.create_model('{pretrained}', pretrained=True)\"` "
-            "to fill the cache (HF_HOME), or set the backbone's `pretrained` to a local weights "
-            f"file. ({cached_only})"
-        ) from cached_only
+            "with the same HF_HOME to fill the cache, then copy it here; or set the backbone's "
+            "`pretrained` to a local weights file (.safetensors or a torch state dict)."
+        )
     return timm.create_model(pretrained, pretrained=True, **kwargs)
+
+
+def _cache_dir() -> str:
+    """The Hugging Face hub cache, honouring HF_HUB_CACHE / HF_HOME as set now."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def cached_weights(tag: str) -> Path | None:
+    """The file of timm pretrained ``tag`` in the local Hugging Face cache, or None."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(tag)
+    if cfg is None:
+        raise ValueError(f"unknown timm pretrained tag {tag!r}")
+    if not cfg.hf_hub_id:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        hit = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=_cache_dir())
+        if isinstance(hit, str):
+            return Path(hit)
+    return None
