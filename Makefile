@@ -10,7 +10,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 SNAKEMAKE := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake
 
-.PHONY: run test lint lint-workflow format install clean
+.PHONY: run test test-slurm lint lint-workflow format install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,14 @@ lint-workflow: $(STAMP)
 	$(SNAKEMAKE) -n -q all --configfile config/paper.yaml
 	$(SNAKEMAKE) -n -q all --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm
 
+# a real single-node Slurm cluster (needs root: apt, /etc/slurm), a reduced DAG through the
+# project's slurm profile, then the daemons it started are stopped
+test-slurm: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH bash tools/slurm/ci_run.sh
+
 test: lint lint-workflow
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+	$(MAKE) test-slurm
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -23,11 +23,12 @@ def config():
 
 def test_defaults_are_filled(config):
     config.pop("threads")
-    del config["experiments"][0]["filters"]
+    assert "filters" not in config["experiments"][0]
     validate_config(config, SCHEMA)
     assert config["threads"] == 1
     assert config["experiments"][0]["filters"] == ["shrink"]
-    assert config["evaluate"]["batch_size"] == 256
+    assert config["evaluate"]["classification"]["eval_rot"] == 30
+    assert config["job_resources"]["train"]["mem_mb"] == 2000
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_defaults_are_filled(config):
         (lambda c: c["experiments"][0]["softness"].append(1.5), "experiments[0].softness[5]"),
         (lambda c: c["experiments"][0].update(softness_pos=-0.1), "experiments[0].softness_pos"),
         (lambda c: c["experiments"][0]["groups"].append("C0"), "experiments[0].groups[1]"),
-        (lambda c: c["finetune"]["recipe"].update(lr=0), "finetune.recipe.lr"),
+        (lambda c: c["datasets"]["vocdigits"].update(size=8), "datasets.vocdigits.size"),
         (lambda c: c["backbones"]["vit"].update(size=3), "backbones.vit"),
     ],
 )
@@ -51,8 +52,23 @@ def test_schema_errors_name_the_key(config, edit, key):
 def test_resolve_expands_and_checks_semantics(config):
     validate_config(config, SCHEMA)
     runs = resolve(config)
-    assert len(runs) == 2 * 5
+    assert len(runs) == 2 * 5 + 3 + 3 + 1
     assert runs[0].path == "classification/digits/vit/C4_shrink/b~0_pos~0/seed~0"
+    assert runs[-1].path == (
+        "trajectory/synthetic-corridor000/constvel/SO2_shrink/b~1_pos~1/seed~0"
+    )
+    bad = copy.deepcopy(config)
+    bad["finetune"]["classification"]["recipe"]["lr_typo"] = 1
+    with pytest.raises(ConfigError, match=r"finetune\.classification\.recipe.*lr_typo"):
+        resolve(bad)
+    bad = copy.deepcopy(config)
+    bad["experiments"][0]["backbones"] = ["vitseg"]
+    with pytest.raises(ConfigError, match="segmentation model, not a classification one"):
+        resolve(bad)
+    bad = copy.deepcopy(config)
+    bad["experiments"][2]["scenes"] = ["eth"]
+    with pytest.raises(ConfigError, match=r"experiments\[2\]\.scenes\[0\]"):
+        resolve(bad)
     bad = copy.deepcopy(config)
     bad["experiments"][0]["backbones"].append("vgg")
     with pytest.raises(ConfigError, match=r"experiments\[0\]\.backbones\[2\]: unknown backbone"):

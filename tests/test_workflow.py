@@ -43,10 +43,14 @@ def reduced(tmp_path_factory):
             },
         }
     }
-    config["pretrain"]["recipe"].update(epochs=4, batch_size=64, lr=3e-3)
-    config["finetune"]["recipe"].update(epochs=1, batch_size=128)
-    config["evaluate"] = {"sweep": [0, 45, 90], "batch_size": 512}
-    config["experiments"][0].update(backbones=["vit"], softness=[0.0, 0.5, 1.0])
+    config["pretrain"]["classification"]["recipe"].update(epochs=4, batch_size=64, lr=3e-3)
+    config["finetune"]["classification"]["recipe"].update(epochs=1, batch_size=128)
+    config["evaluate"]["classification"] = {"sweep": [0, 45, 90], "batch_size": 512}
+    config["experiments"] = [
+        {**exp, "backbones": ["vit"], "softness": [0.0, 0.5, 1.0]}
+        for exp in config["experiments"]
+        if exp["dataset"] == "digits"
+    ]
     path = tmp / "reduced.yaml"
     path.write_text(yaml.safe_dump(config))
     snakemake("all", "--cores", "2", "--configfile", str(path))
@@ -68,7 +72,8 @@ def test_tables_figures_and_exact_invariance_at_b0(reduced):
         next((tmp / "results/classification/digits/vit").rglob("metrics.json")).read_text()
     )
     assert metrics["provenance"]["softeq_version"]
-    assert Path(tmp / "resources/projectors/vit/C4_shrink/b~0.5_pos~0.5/manifest.json").exists()
+    projectors = tmp / "resources/projectors/classification/digits/vit/C4_shrink/b~0.5_pos~0.5"
+    assert (projectors / "manifest.json").exists()
 
 
 def test_figures_regenerate_from_tables_alone(reduced):

@@ -14,6 +14,7 @@ collide)::
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -33,8 +34,8 @@ __all__ = [
 ]
 
 WILDCARDS = {
-    "task": r"classification",
-    "dataset": r"[a-z0-9]+",
+    "task": r"classification|segmentation|trajectory",
+    "dataset": r"[a-z0-9]+(-[a-z0-9]+)?",
     "backbone": r"[a-z0-9]+",
     "group": r"C[1-9][0-9]*|D[1-9][0-9]*|flip|SO2",
     "filter": r"shrink|threshold|rank|rank-hard",
@@ -44,7 +45,7 @@ WILDCARDS = {
 }
 """Regular expressions constraining every wildcard of the workflow."""
 
-IMAGE_TASKS = {"classification"}
+IMAGE_TASKS = {"classification", "segmentation"}
 
 
 class ConfigError(ValueError):
@@ -140,48 +141,106 @@ def softening_for(group: str, filter: str, softness: float, softness_pos: float)
     )
 
 
+TASK_OF_SPEC = {"timm": "classification", "arch": "segmentation", "preset": "trajectory"}
+DATASETS = {  # dataset family -> task
+    "digits": "classification",
+    "imagenet": "classification",
+    "vocdigits": "segmentation",
+    "voc": "segmentation",
+    "synthetic": "trajectory",
+    "ethucy": "trajectory",
+}
+ETHUCY_SCENES = ("eth", "hotel", "univ", "zara1", "zara2")
+SYNTHETIC_SCENES = ("corridor000", "corridor060", "corridor105", "corridor150")
+
+
+def task_of(spec: dict[str, Any]) -> str:
+    """The task a backbone spec is for, from its defining key (timm / arch / preset)."""
+    return next(task for key, task in TASK_OF_SPEC.items() if key in spec)
+
+
+def check_recipes(config: dict[str, Any]) -> None:
+    """Build every recipe the config holds, so that a bad key fails before any job runs."""
+    from softeq.engine.classification import Recipe
+    from softeq.engine.segmentation import SegRecipe
+    from softeq.engine.trajectory import TrajectoryRecipe
+
+    classes = {"classification": Recipe, "segmentation": SegRecipe, "trajectory": TrajectoryRecipe}
+    for stage in ("pretrain", "finetune"):
+        for task, settings in (config.get(stage) or {}).items():
+            where = f"{stage}.{task}.recipe"
+            try:
+                classes[task].from_dict(settings.get("recipe", {}), where)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"config key {where}: {error}") from error
+    for name, spec in (config.get("backbones") or {}).items():
+        if "recipe" in spec:
+            task = task_of(spec)
+            base = (config.get("finetune") or {}).get(task, {}).get("recipe", {})
+            where = f"backbones.{name}.recipe"
+            try:
+                classes[task].from_dict({**base, **spec["recipe"]}, where)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"config key {where}: {error}") from error
+
+
 def resolve(config: dict[str, Any]) -> list[Run]:
     """Every run the (schema-validated) config asks for; raises :class:`ConfigError`."""
     backbones = config.get("backbones") or {}
+    check_recipes(config)
     runs: list[Run] = []
     for i, exp in enumerate(config.get("experiments") or []):
         where = f"experiments[{i}]"
+        task = exp["task"]
+        if DATASETS[exp["dataset"]] != task:
+            raise ConfigError(f"{where}.dataset: {exp['dataset']!r} is not a {task} dataset")
         for j, backbone in enumerate(exp["backbones"]):
             if backbone not in backbones:
                 raise ConfigError(
                     f"{where}.backbones[{j}]: unknown backbone {backbone!r}; define it under "
                     f"`backbones` (defined: {sorted(backbones)})"
                 )
+            if task_of(backbones[backbone]) != task:
+                raise ConfigError(
+                    f"{where}.backbones[{j}]: {backbone!r} is a {task_of(backbones[backbone])} "
+                    f"model, not a {task} one"
+                )
         for j, name in enumerate(exp["groups"]):
             try:
                 group = parse_group(name)
             except ValueError as error:
                 raise ConfigError(f"{where}.groups[{j}]: {error}") from error
-            if exp["task"] in IMAGE_TASKS and group.kind == "SO2":
+            if task in IMAGE_TASKS and group.kind == "SO2":
                 raise ConfigError(f"{where}.groups[{j}]: SO2 acts on 2-vectors, not on images")
+            if task == "trajectory" and group.kind not in ("SO2", "cyclic"):
+                raise ConfigError(f"{where}.groups[{j}]: trajectories take SO2 or C<n>")
         for j, value in enumerate(exp["softness"]):
             if not 0 <= value <= 1:
                 raise ConfigError(f"{where}.softness[{j}]: {value} is outside [0, 1]")
         pos = exp.get("softness_pos")
         if pos is not None and not 0 <= pos <= 1:
             raise ConfigError(f"{where}.softness_pos: {pos} is outside [0, 1]")
-        for backbone in exp["backbones"]:
-            for group in exp["groups"]:
-                for filter in exp.get("filters", ["shrink"]):
-                    for b in exp["softness"]:
-                        for seed in exp.get("seeds", [0]):
-                            runs.append(
-                                Run(
-                                    exp["task"],
-                                    exp["dataset"],
-                                    backbone,
-                                    group,
-                                    filter,
-                                    float(b),
-                                    float(b if pos is None else pos),
-                                    int(seed),
-                                )
-                            )
+        datasets = [exp["dataset"]]
+        if task == "trajectory":
+            known = ETHUCY_SCENES if exp["dataset"] == "ethucy" else SYNTHETIC_SCENES
+            scenes = exp.get("scenes") or list(known)
+            for j, scene in enumerate(scenes):
+                if scene not in known:
+                    raise ConfigError(f"{where}.scenes[{j}]: {scene!r} is not one of {known}")
+            datasets = [f"{exp['dataset']}-{scene}" for scene in scenes]
+        elif "scenes" in exp:
+            raise ConfigError(f"{where}.scenes: only trajectory datasets have scenes")
+        grid = itertools.product(
+            datasets,
+            exp["backbones"],
+            exp["groups"],
+            exp.get("filters", ["shrink"]),
+            exp["softness"],
+            exp.get("seeds", [0]),
+        )
+        for dataset, backbone, group, filter, b, seed in grid:
+            b_pos = float(b if pos is None else pos)
+            runs.append(Run(task, dataset, backbone, group, filter, float(b), b_pos, int(seed)))
     duplicates = sorted(p for p, n in Counter(run.path for run in runs).items() if n > 1)
     if duplicates:
         raise ConfigError(f"experiments: the same run is listed twice: {duplicates[0]}")

@@ -2,23 +2,34 @@
 import json
 import os
 
-from softeq.pipeline import WILDCARDS, fmt_softness, resolve, softening_for
+from softeq.pipeline import WILDCARDS, resolve, softening_for, task_of
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
 RUNS = resolve(config)
 DATASETS = sorted({(run.task, run.dataset) for run in RUNS})
+RUN_DIR = "{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}"
+PROJECTORS = f"{RESOURCES}/projectors/{RUN_DIR}"
+RUN = f"{RESULTS}/{RUN_DIR}/seed~{{seed}}"
+LOG = f"{RUN_DIR}/seed~{{seed}}"
+TABLES = ["summary", "runs", "bounds", "angles"]
+FIGURES = ["tunability", "bounds", "angles"]
 
 
 wildcard_constraints:
     **WILDCARDS,
 
 
+def family(dataset):
+    """The dataset family: trajectory datasets are named <family>-<scene>."""
+    return dataset.split("-", 1)[0]
+
+
 def data_file(wildcards):
-    """The dataset a job reads: an embedded file, or the manifest of a provided dataset."""
+    """The file a job reads for its dataset: the embedded digits, or a dataset manifest."""
     if wildcards.dataset == "digits":
         return f"{RESOURCES}/data/digits.safetensors"
-    return f"{RESOURCES}/data/{wildcards.dataset}.json"
+    return f"{RESOURCES}/data/{family(wildcards.dataset)}.json"
 
 
 def device_args():
@@ -26,11 +37,25 @@ def device_args():
 
 
 def backbone_spec(wildcards):
-    return json.dumps(config["backbones"][wildcards.backbone], sort_keys=True)
+    spec = dict(config["backbones"][wildcards.backbone])
+    spec.pop("recipe", None)
+    return json.dumps(spec, sort_keys=True)
 
 
-def recipe(stage):
-    return json.dumps(config.get(stage, {}).get("recipe", {}), sort_keys=True)
+def recipe_for(stage):
+    """The task's recipe of ``stage``, with the backbone's overrides (fine-tuning only)."""
+
+    def recipe(wildcards):
+        base = config.get(stage, {}).get(wildcards.task, {}).get("recipe", {})
+        if stage == "finetune":
+            base = {**base, **config["backbones"][wildcards.backbone].get("recipe", {})}
+        return json.dumps(base, sort_keys=True)
+
+    return recipe
+
+
+def eval_settings(wildcards):
+    return json.dumps(config["evaluate"][wildcards.task], sort_keys=True)
 
 
 def softening(wildcards):
@@ -42,20 +67,35 @@ def softening(wildcards):
     )
 
 
-def run_dir(run):
-    return f"{RESULTS}/{run.path}"
+def pretrained_input(wildcards):
+    if wildcards.task in config["pretrain"]:
+        return f"{RESULTS}/{wildcards.task}/{wildcards.dataset}/{wildcards.backbone}/pretrained/model.pt"
+    return []
+
+
+def init_arg(wildcards, input):
+    return f"--init {input.init}" if input.init else ""
+
+
+def gpus(wildcards):
+    """GPUs a training job requests: none for a model without weights."""
+    spec = config["backbones"][wildcards.backbone]
+    return 0 if spec.get("preset") == "constant_velocity" else config["gpus"]
+
+
+def launcher(wildcards):
+    """torchrun for data-parallel training on several GPUs, the plain CLI otherwise."""
+    if gpus(wildcards) > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus(wildcards)} -m softeq.cli"
+    return "softeq"
 
 
 def metrics_for(task, dataset):
     return [
-        f"{run_dir(run)}/metrics.json"
+        f"{RESULTS}/{run.path}/metrics.json"
         for run in RUNS
         if (run.task, run.dataset) == (task, dataset)
     ]
-
-
-TABLES = ["summary", "runs", "bounds", "angles"]
-FIGURES = ["tunability", "bounds", "angles"]
 
 
 def tables_for(task, dataset):
@@ -66,19 +106,11 @@ def figures_for(task, dataset):
     return [f"{RESULTS}/figures/{task}_{dataset}_{name}.png" for name in FIGURES]
 
 
-def all_targets():
+def targets(families=None):
+    """Tables and figures of every (task, dataset), or of the given dataset families."""
     return [
         path
         for task, dataset in DATASETS
+        if families is None or family(dataset) in families
         for path in tables_for(task, dataset) + figures_for(task, dataset)
     ]
-
-
-def pretrained_input(wildcards):
-    if config["pretrain"]["enabled"]:
-        return f"{RESULTS}/{wildcards.task}/{wildcards.dataset}/{wildcards.backbone}/pretrained/model.pt"
-    return []
-
-
-def init_arg(wildcards, input):
-    return f"--init {input.init}" if input.init else ""

@@ -4,30 +4,27 @@
 rule evaluate:
     input:
         data=data_file,
-        model=f"{RESULTS}/{{task}}/{{dataset}}/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}/seed~{{seed}}/model.pt",
-        projectors=f"{RESOURCES}/projectors/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}",
+        model=f"{RUN}/model.pt",
+        projectors=PROJECTORS,
     output:
-        f"{RESULTS}/{{task}}/{{dataset}}/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}/seed~{{seed}}/metrics.json",
+        f"{RUN}/metrics.json",
     log:
-        "logs/evaluate/{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}.log",
+        f"logs/evaluate/{LOG}.log",
     benchmark:
-        "benchmarks/out/evaluate/{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}.tsv"
+        f"benchmarks/out/evaluate/{LOG}.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: config["threads"]
     resources:
-        gpu=config["gpus"],
-        mem_mb=4000,
-        runtime=30,
+        gpu=lambda wildcards: min(gpus(wildcards), 1),
+        mem_mb=config["job_resources"]["evaluate"]["mem_mb"],
+        runtime=config["job_resources"]["evaluate"]["runtime"],
     params:
-        eval=json.dumps(
-            {k: v for k, v in config["evaluate"].items() if k != "seed"},
-            sort_keys=True,
-        ),
+        eval=eval_settings,
         seed=config["evaluate"]["seed"],
         device=device_args(),
     shell:
-        "softeq evaluate --data {input.data} --model {input.model}"
+        "softeq evaluate --task {wildcards.task} --data {input.data} --model {input.model}"
         " --projectors {input.projectors} --eval {params.eval:q} --seed {params.seed}"
         " --dataset {wildcards.dataset} --backbone {wildcards.backbone}"
         " --out {output} {params.device} > {log} 2>&1"

@@ -31,11 +31,34 @@ rule figures:
         [path for task, dataset in DATASETS for path in figures_for(task, dataset)],
 
 
+# one target per dataset family: tables and figures of every run on it
+
+
 rule all_digits:
     input:
-        [
-            path
-            for task, dataset in DATASETS
-            if dataset == "digits"
-            for path in tables_for(task, dataset) + figures_for(task, dataset)
-        ],
+        targets({"digits"}),
+
+
+rule all_imagenet:
+    input:
+        targets({"imagenet"}),
+
+
+rule all_vocdigits:
+    input:
+        targets({"vocdigits"}),
+
+
+rule all_voc:
+    input:
+        targets({"voc"}),
+
+
+rule all_synthetic:
+    input:
+        targets({"synthetic"}),
+
+
+rule all_ethucy:
+    input:
+        targets({"ethucy"}),

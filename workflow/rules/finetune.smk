@@ -15,46 +15,48 @@ rule pretrain:
         "../envs/softeq.yaml"
     threads: config["threads"]
     resources:
-        gpu=config["gpus"],
-        mem_mb=4000,
-        runtime=60,
+        gpu=gpus,
+        mem_mb=config["job_resources"]["train"]["mem_mb"],
+        runtime=config["job_resources"]["train"]["runtime"],
     params:
         spec=backbone_spec,
-        recipe=recipe("pretrain"),
-        seed=config["pretrain"]["seed"],
+        recipe=recipe_for("pretrain"),
+        seed=lambda wildcards: config["pretrain"][wildcards.task]["seed"],
         device=device_args(),
     shell:
-        "softeq pretrain --data {input.data} --backbone-spec {params.spec:q}"
-        " --recipe {params.recipe:q} --seed {params.seed} --checkpoint {output}.ckpt"
-        " --out {output} {params.device} > {log} 2>&1"
+        "softeq pretrain --task {wildcards.task} --data {input.data}"
+        " --backbone-spec {params.spec:q} --recipe {params.recipe:q} --seed {params.seed}"
+        " --checkpoint {output}.ckpt --out {output} {params.device} > {log} 2>&1"
 
 
 rule finetune:
     input:
         data=data_file,
         init=pretrained_input,
-        projectors=f"{RESOURCES}/projectors/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}",
+        projectors=PROJECTORS,
     output:
-        f"{RESULTS}/{{task}}/{{dataset}}/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}/seed~{{seed}}/model.pt",
+        f"{RUN}/model.pt",
     log:
-        "logs/finetune/{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}.log",
+        f"logs/finetune/{LOG}.log",
     benchmark:
-        "benchmarks/out/finetune/{task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}.tsv"
+        f"benchmarks/out/finetune/{LOG}.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: config["threads"]
     resources:
-        gpu=config["gpus"],
-        mem_mb=4000,
-        runtime=60,
+        gpu=gpus,
+        mem_mb=config["job_resources"]["train"]["mem_mb"],
+        runtime=config["job_resources"]["train"]["runtime"],
     params:
         spec=backbone_spec,
         softening=softening,
-        recipe=recipe("finetune"),
+        recipe=recipe_for("finetune"),
         init=init_arg,
+        launcher=launcher,
         device=device_args(),
     shell:
-        "softeq finetune --data {input.data} {params.init} --backbone-spec {params.spec:q}"
+        "{params.launcher} finetune --task {wildcards.task} --data {input.data}"
+        " --dataset {wildcards.dataset} {params.init} --backbone-spec {params.spec:q}"
         " --softening {params.softening:q} --projectors {input.projectors}"
         " --recipe {params.recipe:q} --seed {wildcards.seed} --checkpoint {output}.ckpt"
         " --out {output} {params.device} > {log} 2>&1"

@@ -1,21 +1,22 @@
-# Projectors: built once per backbone, group, filter and softness; read by fine-tuning and
+# Projectors: built once per model, group, filter and softness, and read by fine-tuning and
 # evaluation from these files instead of being rebuilt in every job.
 
 
 rule projectors:
+    input:
+        data=data_file,
     output:
-        directory(
-            f"{RESOURCES}/projectors/{{backbone}}/{{group}}_{{filter}}/b~{{softness}}_pos~{{softness_pos}}"
-        ),
+        directory(PROJECTORS),
     log:
-        "logs/projectors/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}.log",
+        f"logs/projectors/{RUN_DIR}.log",
     benchmark:
-        "benchmarks/out/projectors/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}.tsv"
+        f"benchmarks/out/projectors/{RUN_DIR}.tsv"
     conda:
         "../envs/softeq.yaml"
     params:
         spec=backbone_spec,
         softening=softening,
     shell:
-        "softeq projectors --backbone-spec {params.spec:q} --softening {params.softening:q}"
+        "softeq projectors --task {wildcards.task} --data {input.data}"
+        " --backbone-spec {params.spec:q} --softening {params.softening:q}"
         " --out {output} > {log} 2>&1"

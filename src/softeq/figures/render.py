@@ -8,7 +8,11 @@ from softeq.figures.plots import plot_bounds, plot_error_vs_angle, plot_tunabili
 
 __all__ = ["TASK_METRICS", "render_all"]
 
-TASK_METRICS = {"classification": ("acc", "inv_error")}
+TASK_METRICS = {
+    "classification": ("acc", "inv_error"),
+    "segmentation": ("miou", "eq_error"),
+    "trajectory": ("ade", "eq_error"),
+}
 """Per task: the metric and the equivariance error that the tunability figure plots."""
 
 

@@ -1,0 +1,131 @@
+"""Classification stages: a timm backbone (spec: timm, input_size, kwargs, pretrained)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from softeq.stages.common import (
+    parse_softening,
+    setup_device,
+    soften_from,
+    write_metrics,
+    write_projectors,
+)
+
+__all__ = ["evaluate", "finetune", "pretrain", "projectors"]
+
+
+def _backbone(
+    spec_dict: dict[str, Any], num_classes: int, random_init: bool = False, drop_path: float = 0.0
+):
+    from softeq.models import BackboneSpec, build_backbone
+
+    spec = BackboneSpec.from_dict(spec_dict, "--backbone-spec")
+    if random_init:
+        spec = replace(spec, pretrained=None)
+    if drop_path:
+        spec = replace(spec, kwargs={**spec.kwargs, "drop_path_rate": drop_path})
+    return spec, build_backbone(spec, num_classes)
+
+
+def _train_and_save(
+    args, model: nn.Module, spec, recipe, num_classes: int, device: str, extra: dict
+) -> None:
+    """Train with the recipe (resuming from --checkpoint); the main process writes --out."""
+    from softeq.data.classification import load_classification
+    from softeq.engine.checkpoint import save_checkpoint
+    from softeq.engine.classification import train_classifier
+    from softeq.engine.distributed import Distributed
+
+    train_set = load_classification(
+        args.data, "train", spec.input_size, train=True, auto_augment=recipe.auto_augment
+    )
+    history, ema = train_classifier(
+        model,
+        train_set,
+        recipe,
+        args.seed,
+        spec.input_size,
+        args.checkpoint,
+        device,
+        desc=args.stage,
+        num_classes=num_classes,
+    )
+    if Distributed.from_env(device).is_main:
+        state = {
+            "model": model.state_dict(),
+            "backbone": args.backbone_spec,
+            "num_classes": num_classes,
+            "history": history,
+            **extra,
+        }
+        if ema is not None:
+            state["model_ema"] = ema.state_dict()
+        save_checkpoint(state, args.out)
+
+
+def pretrain(args: argparse.Namespace) -> None:
+    """Train the plain model that stands in for hub weights (the embedded default)."""
+    from softeq.data.classification import num_classes
+    from softeq.engine.classification import Recipe
+
+    device = setup_device(args)
+    recipe = Recipe.from_dict(args.recipe, "--recipe")
+    classes = num_classes(args.data)
+    torch.manual_seed(args.seed)
+    spec, model = _backbone(args.backbone_spec, classes, drop_path=recipe.drop_path)
+    _train_and_save(args, model, spec, recipe, classes, device, {})
+
+
+def projectors(args: argparse.Namespace) -> None:
+    """Build and save the backbone's projectors (random weights: no download)."""
+    setup_device(args)
+    _, model = _backbone(args.backbone_spec, 10, random_init=True)
+    write_projectors(model, parse_softening(args.softening), args.out)
+
+
+def finetune(args: argparse.Namespace) -> None:
+    """Soften the (pre-trained) model and fine-tune it with the recipe."""
+    from softeq.data.classification import num_classes
+    from softeq.engine.checkpoint import load_checkpoint
+    from softeq.engine.classification import Recipe
+
+    device = setup_device(args)
+    softening = parse_softening(args.softening)
+    recipe = Recipe.from_dict(args.recipe, "--recipe")
+    classes = num_classes(args.data)
+    torch.manual_seed(args.seed)
+    spec, model = _backbone(
+        args.backbone_spec, classes, args.init is not None, drop_path=recipe.drop_path
+    )
+    if args.init is not None:
+        init = load_checkpoint(args.init)
+        if init.get("backbone") != args.backbone_spec:
+            raise SystemExit(f"{args.init}: trained with another backbone spec")
+        model.load_state_dict(init.get("model_ema") or init["model"])
+    soften_from(model, softening, args.projectors)
+    _train_and_save(args, model, spec, recipe, classes, device, {"softening": softening})
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Clean / rotated metrics, errors and bounds of a fine-tuned model, as JSON."""
+    from softeq.data.classification import load_classification
+    from softeq.engine.checkpoint import load_checkpoint
+    from softeq.engine.classification import EvalSpec, evaluate_classifier
+
+    device = setup_device(args)
+    state = load_checkpoint(args.model)
+    softening = state.get("softening")
+    spec, model = _backbone(state["backbone"], state["num_classes"], random_init=True)
+    if softening is not None:
+        soften_from(model, softening, args.projectors)
+    model.load_state_dict(state.get("model_ema") or state["model"])  # the EMA when trained with one
+    test_set = load_classification(args.data, args.split, spec.input_size, train=False)
+    eval_spec = EvalSpec.from_dict(args.eval, "--eval")
+    result = evaluate_classifier(model, test_set, eval_spec, args.seed, spec.input_size, device)
+    write_metrics(args, "classification", softening, result, model, device)

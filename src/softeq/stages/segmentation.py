@@ -1,0 +1,141 @@
+"""Segmentation stages: a segmenter (spec: arch, image_size, kwargs, pretrained) on a VOC-format
+dataset described by its manifest (root, protocol, num_classes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from softeq.stages.common import (
+    parse_softening,
+    setup_device,
+    soften_from,
+    write_metrics,
+    write_projectors,
+)
+
+__all__ = ["evaluate", "finetune", "pretrain", "projectors"]
+
+SPEC_KEYS = {"arch", "image_size", "kwargs", "pretrained"}
+
+
+def _manifest(path: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"{path}: cannot read the dataset manifest ({error})") from error
+    if manifest.get("kind") != "voc":
+        raise SystemExit(f"{path}: not a VOC-format dataset manifest")
+    return manifest
+
+
+def _segmenter(spec: dict[str, Any], num_classes: int, random_init: bool = False) -> nn.Module:
+    from softeq.models.segmentation import build_segmenter
+
+    unknown = set(spec) - SPEC_KEYS
+    if unknown or "arch" not in spec or "image_size" not in spec:
+        raise SystemExit(f"--backbone-spec: needs arch and image_size; unknown keys {unknown}")
+    pretrained = None if random_init else spec.get("pretrained")
+    return build_segmenter(
+        spec["arch"], num_classes, spec["image_size"], pretrained, **spec.get("kwargs", {})
+    )
+
+
+def _split(manifest: dict, split: str, spec: dict, seed: int, train: bool):
+    from softeq.data.voc import VOCSegmentation
+
+    return VOCSegmentation(
+        manifest["root"], split, spec["image_size"], manifest["protocol"], train=train, seed=seed
+    )
+
+
+def _train_and_save(args, model: nn.Module, manifest: dict, device: str, extra: dict) -> None:
+    from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
+    from softeq.engine.segmentation import SegEvalSpec, SegRecipe, train_segmenter
+
+    recipe = SegRecipe.from_dict(args.recipe, "--recipe")
+    spec = args.backbone_spec
+    best = Path(f"{args.out}.best")
+    history = train_segmenter(
+        model,
+        _split(manifest, "train", spec, args.seed, True),
+        recipe,
+        args.seed,
+        checkpoint=args.checkpoint,
+        val_set=_split(manifest, "val", spec, args.seed, False),
+        best_checkpoint=best,
+        eval_spec=SegEvalSpec(sweep=()),
+        device=device,
+        desc=args.stage,
+    )
+    if best.exists():  # model selection on the held-out split (the paper's protocol)
+        model.load_state_dict(load_checkpoint(best)["model"])
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "backbone": spec,
+            "num_classes": manifest["num_classes"],
+            "history": history,
+            **extra,
+        },
+        args.out,
+    )
+
+
+def pretrain(args: argparse.Namespace) -> None:
+    """Train the plain segmenter that stands in for hub weights (the embedded default)."""
+    device = setup_device(args)
+    manifest = _manifest(args.data)
+    torch.manual_seed(args.seed)
+    model = _segmenter(args.backbone_spec, manifest["num_classes"])
+    _train_and_save(args, model, manifest, device, {})
+
+
+def projectors(args: argparse.Namespace) -> None:
+    """Build and save the segmenter's projectors (random weights: no download)."""
+    setup_device(args)
+    model = _segmenter(args.backbone_spec, 21, random_init=True)
+    write_projectors(model, parse_softening(args.softening), args.out)
+
+
+def finetune(args: argparse.Namespace) -> None:
+    """Soften the (pre-trained) segmenter and fine-tune it; keep the best held-out epoch."""
+    from softeq.engine.checkpoint import load_checkpoint
+
+    device = setup_device(args)
+    softening = parse_softening(args.softening)
+    manifest = _manifest(args.data)
+    torch.manual_seed(args.seed)
+    model = _segmenter(args.backbone_spec, manifest["num_classes"], args.init is not None)
+    if args.init is not None:
+        init = load_checkpoint(args.init)
+        if init.get("backbone") != args.backbone_spec:
+            raise SystemExit(f"{args.init}: trained with another model spec")
+        model.load_state_dict(init["model"])
+    soften_from(model, softening, args.projectors)
+    _train_and_save(args, model, manifest, device, {"softening": softening})
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """mIoU, rotated mIoU, combined, per-pixel equivariance error and bounds, as JSON."""
+    from softeq.engine.checkpoint import load_checkpoint
+    from softeq.engine.segmentation import SegEvalSpec, evaluate_segmenter
+
+    device = setup_device(args)
+    manifest = _manifest(args.data)
+    state = load_checkpoint(args.model)
+    softening = state.get("softening")
+    model = _segmenter(state["backbone"], state["num_classes"], random_init=True)
+    if softening is not None:
+        soften_from(model, softening, args.projectors)
+    model.load_state_dict(state["model"])
+    test_set = _split(manifest, args.split, state["backbone"], args.seed, False)
+    spec = SegEvalSpec.from_dict(args.eval, "--eval")
+    result = evaluate_segmenter(model, test_set, spec, args.seed, state["num_classes"], device)
+    result.pop("per_class_iou", None)
+    write_metrics(args, "segmentation", softening, result, model, device)

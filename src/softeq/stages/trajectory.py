@@ -1,0 +1,138 @@
+"""Trajectory stages: the soft SO(2) transformer (spec: preset, kwargs) trained from scratch on
+one leave-one-scene-out fold; the dataset name is ``<family>-<scene>`` (e.g. ``ethucy-eth``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from softeq.stages.common import (
+    parse_softening,
+    setup_device,
+    soften_from,
+    write_metrics,
+    write_projectors,
+)
+
+__all__ = ["evaluate", "finetune", "projectors"]
+
+SPEC_KEYS = {"preset", "kwargs"}
+PROTOCOL_KEYS = ("obs_len", "pred_len", "min_agents", "skip")
+
+
+def _manifest(path: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"{path}: cannot read the dataset manifest ({error})") from error
+    if manifest.get("kind") != "trajectories":
+        raise SystemExit(f"{path}: not a trajectory dataset manifest")
+    return manifest
+
+
+def _model(spec: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
+    """The model of ``spec``; observation and prediction lengths follow the dataset's protocol
+    unless the spec's kwargs override them (the paper's mismatched-protocol compatibility)."""
+    from softeq.models.trajectory import build_trajectory_model
+
+    unknown = set(spec) - SPEC_KEYS
+    if unknown or "preset" not in spec:
+        raise SystemExit(f"--backbone-spec: needs a preset; unknown keys {sorted(unknown)}")
+    lengths = {k: manifest[k] for k in ("obs_len", "pred_len") if k in manifest}
+    return build_trajectory_model(spec["preset"], **{**lengths, **spec.get("kwargs", {})})
+
+
+def _dataset(manifest: dict, scene: str, split: str, model: nn.Module):
+    from softeq.data.eth_ucy import TrajectoryDataset
+
+    options = {k: manifest[k] for k in ("min_agents", "skip") if k in manifest}
+    return TrajectoryDataset.from_split(
+        manifest["root"], scene, split, model.obs_len, model.pred_len, **options
+    )
+
+
+def _scene(dataset: str) -> str:
+    if "-" not in dataset:
+        raise SystemExit(f"--dataset {dataset!r}: expected <family>-<scene>, e.g. ethucy-eth")
+    return dataset.split("-", 1)[1]
+
+
+def _soften_or_check(model: nn.Module, softening: dict, cache_dir: str | None) -> None:
+    """Soften a learned model; a parameter-free baseline is only meaningful at b = 1."""
+    if any(True for _ in model.parameters()):
+        soften_from(model, {**softening, "features": "pairs"}, cache_dir)
+    elif softening["softness"] != 1.0:
+        raise SystemExit(f"{type(model).__name__} has no weights to soften: use softness 1")
+
+
+def projectors(args: argparse.Namespace) -> None:
+    """Build and save the model's projectors."""
+    setup_device(args)
+    model = _model(args.backbone_spec, _manifest(args.data))
+    if not any(True for _ in model.parameters()):
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "manifest.json").write_text('{"layers": []}\n')
+        return
+    write_projectors(model, {**parse_softening(args.softening), "features": "pairs"}, args.out)
+
+
+def finetune(args: argparse.Namespace) -> None:
+    """Train the (soft) model from scratch on the fold's train split (resumable)."""
+    from softeq.engine.checkpoint import save_checkpoint
+    from softeq.engine.trajectory import TrajectoryRecipe, train_trajectory
+
+    if args.init is not None:
+        raise SystemExit("trajectory models train from scratch: --init does not apply")
+    device = setup_device(args)
+    softening = parse_softening(args.softening)
+    manifest = _manifest(args.data)
+    torch.manual_seed(args.seed)
+    model = _model(args.backbone_spec, manifest)
+    _soften_or_check(model, softening, args.projectors)
+    history = []
+    if any(True for _ in model.parameters()):
+        recipe = TrajectoryRecipe.from_dict(args.recipe, "--recipe")
+        train_set = _dataset(manifest, _scene(args.dataset), "train", model)
+        history = train_trajectory(
+            model, train_set, recipe, args.seed, args.checkpoint, device, desc=args.stage
+        )
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "backbone": args.backbone_spec,
+            "softening": softening,
+            "history": history,
+        },
+        args.out,
+    )
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """ADE / FDE (clean, rotated, combined), equivariance error and bounds, as JSON."""
+    from softeq.engine.checkpoint import load_checkpoint
+    from softeq.engine.trajectory import evaluate_trajectory
+
+    device = setup_device(args)
+    manifest = _manifest(args.data)
+    state = load_checkpoint(args.model)
+    softening = state["softening"]
+    model = _model(state["backbone"], manifest)
+    _soften_or_check(model, softening, args.projectors)
+    model.load_state_dict(state["model"])
+    options = dict(args.eval)
+    test_set = _dataset(manifest, _scene(args.dataset), args.split, model)
+    result = evaluate_trajectory(
+        model,
+        test_set,
+        options.get("eval_rot", 30.0),
+        args.seed,
+        options.get("sweep", (-180, -90, -45, 0, 45, 90, 180)),
+        options.get("batch_size", 256),
+        device,
+    )
+    write_metrics(args, "trajectory", softening, result, model, device)

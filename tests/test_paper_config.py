@@ -1,0 +1,82 @@
+"""config/paper.yaml, offline: the dry-run lists every job of PAPER.md's protocol."""
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softeq.pipeline import resolve, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def dry_run(target: str, *extra: str) -> Counter:
+    result = subprocess.run(
+        ["snakemake", "-n", target, "--configfile", "config/paper.yaml", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return Counter(re.findall(r"^rule (\w+):", result.stdout, flags=re.MULTILINE))
+
+
+@pytest.fixture(scope="module")
+def runs():
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")
+    return resolve(config)
+
+
+def test_voc_lists_models_softness_and_seeds(runs):
+    jobs = dry_run("all_voc")
+    # 3 baselines (b = pos = 1) + ViT C720 + DINOv2 C720 + SegFormer C36, 5 seeds each
+    assert jobs["finetune"] == jobs["evaluate"] == 6 * 5
+    voc = [r for r in runs if r.dataset == "voc"]
+    assert {r.seed for r in voc} == {42, 420, 4200, 42000, 420000}
+    assert {(r.backbone, r.group, r.softness, r.softness_pos) for r in voc if r.softness < 1} == {
+        ("dinov2b14seg", "C720", 0.95, 1.0),
+        ("segformerb0", "C36", 0.95, 0.95),
+    }
+    assert {r.filter for r in voc} == {"rank-hard"}
+
+
+def test_ethucy_lists_five_scenes(runs):
+    jobs = dry_run("all_ethucy")
+    assert jobs["finetune"] == jobs["evaluate"] == 5 * (5 + 1 + 1)
+    assert jobs["aggregate"] == 5
+    scenes = {r.dataset for r in runs if r.task == "trajectory"}
+    assert scenes == {f"ethucy-{s}" for s in ("eth", "hotel", "univ", "zara1", "zara2")}
+
+
+def test_imagenet_lists_table_1(runs):
+    jobs = dry_run("all_imagenet")
+    assert jobs["finetune"] == jobs["evaluate"] == 9
+    soft = {
+        (r.backbone, r.group, r.softness, r.softness_pos)
+        for r in runs
+        if r.dataset == "imagenet" and (r.softness, r.softness_pos) != (1.0, 1.0)
+    }
+    assert soft == {
+        ("vitb16", "C4", 0.9, 0.8),
+        ("vitb16", "C72", 1.0, 0.8),
+        ("dinov2b14", "C18", 0.8, 0.5),
+        ("dinov2b14", "C72", 0.8, 1.0),
+        ("resnet50", "C18", 0.95, 0.95),
+        ("resnet50", "C72", 0.95, 0.95),
+    }
+
+
+def test_everything_also_with_the_slurm_profile():
+    plain = dry_run("all")
+    slurm = dry_run("all", "--workflow-profile", "workflow/profiles/slurm")
+    assert plain == slurm
+    assert plain["finetune"] == 9 + 30 + 35
