@@ -67,6 +67,15 @@ def cmd_figures(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _figure_stage(name: str):
+    def run(args: argparse.Namespace) -> None:
+        from softeq.stages import figures
+
+        getattr(figures, name)(args)
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softeq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
@@ -87,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("prepare-data", cmd_prepare_data, "build, fetch or check a dataset", compute=False)
     p.add_argument("--dataset", required=True)
     p.add_argument("--root", help="a local copy, or where a provided dataset lies")
-    p.add_argument("--source", default="folder", help="imagenet: folder, archives, huggingface "
-                   "or imagenette")  # fmt: skip
+    p.add_argument(
+        "--source", default="folder", help="imagenet: folder, archives, huggingface or imagenette"
+    )
     p.add_argument("--sha256", help="imagenette: the pinned sha256 of its archive")
     p.add_argument("--protocol", type=_json_object, help="dataset protocol settings (JSON)")
     p.add_argument("--downloads", help="folder for downloaded archives")
@@ -139,6 +149,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", required=True)
     p.add_argument("--prefix", required=True, help="{task}_{dataset} of the tables to plot")
     p.add_argument("--out-dir", required=True)
+
+    p = stage("figure1", _figure_stage("figure1"), "Figure 1: kernels, features, error maps")
+    p.add_argument("--model", help="a plain classifier checkpoint (default: the spec's weights)")
+    p.add_argument("--backbone-spec", type=_json_object, help="used when --model is not given")
+    p.add_argument("--group", default="C4")
+    p.add_argument("--filter", default="shrink")
+    p.add_argument("--softness", default="0,0.25,0.5,0.75,1", help="comma-separated b values")
+    p.add_argument("--title")
+    p.add_argument("--out", required=True)
+
+    p = stage(
+        "paper-table", _figure_stage("paper_table"), "a paper table from summaries", compute=False
+    )
+    p.add_argument("--task", required=True)
+    p.add_argument("--out-stem", required=True)
+    p.add_argument("--reported", action="store_true", help="add the paper's reported numbers")
+    p.add_argument("summaries", nargs="+")
+
+    p = stage(
+        "ablation-filters", _figure_stage("ablation_filters"), "filters compared", compute=False
+    )
+    p.add_argument("--summary", required=True)
+    p.add_argument("--out-stem", required=True)
+
+    p = stage(
+        "construction-timing",
+        _figure_stage("construction_timing"),
+        "projector construction: block-Schur against dense SVD",
+        compute=False,
+    )
+    p.add_argument("--widths", default="8,16,32")
+    p.add_argument("--dense-limit", type=int, default=32, help="largest width for dense SVD")
+    p.add_argument("--out-stem", required=True)
+    p.add_argument("--png", required=True)
     return parser
 
 

@@ -13,6 +13,7 @@ PROJECTORS = f"{RESOURCES}/projectors/{RUN_DIR}"
 RUN = f"{RESULTS}/{RUN_DIR}/seed~{{seed}}"
 LOG = f"{RUN_DIR}/seed~{{seed}}"
 TABLES = ["summary", "runs", "bounds", "angles"]
+TASKS = sorted({run.task for run in RUNS})
 FIGURES = ["tunability", "bounds", "angles"]
 
 
@@ -104,6 +105,48 @@ def tables_for(task, dataset):
 
 def figures_for(task, dataset):
     return [f"{RESULTS}/figures/{task}_{dataset}_{name}.png" for name in FIGURES]
+
+
+def summaries_of(task):
+    return [
+        f"{RESULTS}/tables/{task}_{dataset}_summary.csv"
+        for t, dataset in DATASETS
+        if t == task
+    ]
+
+
+def filter_ablations():
+    """(task, dataset) pairs with several filters at one softness: the filter comparison."""
+    pairs = set()
+    for task, dataset in DATASETS:
+        seen = {}
+        for run in RUNS:
+            if (run.task, run.dataset) == (task, dataset):
+                seen.setdefault((run.backbone, run.softness), set()).add(run.filter)
+        if any(len(filters) > 1 for filters in seen.values()):
+            pairs.add((task, dataset))
+    return sorted(pairs)
+
+
+def figure1_model(wildcards):
+    """The plain classifier of Figure 1: the stand-in pre-trained model, else hub weights."""
+    if "classification" in config["pretrain"]:
+        dataset = config["figure1"]["dataset"]
+        return f"{RESULTS}/classification/{dataset}/{wildcards.backbone}/pretrained/model.pt"
+    return []
+
+
+def paper_outputs():
+    """Figure 1, the paper tables and the ablations."""
+    outputs = [
+        f"{RESULTS}/figures/figure1_{b}.png" for b in config["figure1"]["backbones"]
+    ]
+    outputs += [f"{RESULTS}/tables/paper_{task}.csv" for task in TASKS]
+    outputs += [
+        f"{RESULTS}/tables/ablation_filters_{t}_{d}.csv" for t, d in filter_ablations()
+    ]
+    outputs += [f"{RESULTS}/figures/ablation_construction_timing.png"]
+    return outputs
 
 
 def targets(families=None):

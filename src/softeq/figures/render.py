@@ -9,7 +9,7 @@ from softeq.figures.plots import plot_bounds, plot_error_vs_angle, plot_tunabili
 __all__ = ["TASK_METRICS", "render_all"]
 
 TASK_METRICS = {
-    "classification": ("acc", "inv_error"),
+    "classification": ("acc", "inv_error_rot90"),  # the group C4: exact at b = 0
     "segmentation": ("miou", "eq_error"),
     "trajectory": ("ade", "eq_error"),
 }
