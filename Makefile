@@ -10,7 +10,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 SNAKEMAKE := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake
 
-.PHONY: run test test-slurm lint lint-workflow format install clean
+.PHONY: run test test-slurm lint lint-workflow format install clean docs-figures
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,13 @@ run: $(STAMP)
 	$(SNAKEMAKE) all --cores 2 --configfile config/config.yaml
 	$(SNAKEMAKE) all --configfile config/config.yaml --report results/report.html
 
+# the README's figures: small copies of the embedded default's (after `make run`)
+docs-figures: $(STAMP)
+	$(BIN)/python tools/docs_figures.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks

@@ -29,7 +29,7 @@ from scipy.ndimage import binary_dilation
 
 from softeq.data.voc import IGNORE_INDEX, write_mask
 
-__all__ = ["EMBEDDED_VOC_CLASSES", "EmbeddedVOCSpec", "build_embedded_voc"]
+__all__ = ["EMBEDDED_VOC_CLASSES", "EmbeddedVOCSpec", "build_embedded_voc", "embedded_voc_classes"]
 
 EMBEDDED_VOC_CLASSES = ("background", *(f"digit{d}" for d in range(10)))
 _META = "embedded_voc.json"
@@ -49,7 +49,18 @@ class EmbeddedVOCSpec:
     digits_per_image: tuple[int, int] = (2, 4)
     max_angle: float = 45.0
     border: int = 1
+    labels: str = "digits"  # "digits": one class per digit; "foreground": digit vs background
     version: int = 1
+
+
+def embedded_voc_classes(labels: str = "digits") -> tuple[str, ...]:
+    """Class names of a labelling: ``digits`` (background + one per digit, 11 classes) or
+    ``foreground`` (background, digit: quick to learn on a CPU)."""
+    if labels == "digits":
+        return EMBEDDED_VOC_CLASSES
+    if labels == "foreground":
+        return ("background", "digit")
+    raise ValueError(f"labels must be 'digits' or 'foreground', got {labels!r}")
 
 
 def _digit_pool(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -122,7 +133,7 @@ def _canvas(
         a = alpha[..., None]
         image[window] = image[window] * (1 - a) + colour[None, None, :] * a
         mask[window][grown & ~fg] = IGNORE_INDEX
-        mask[window][fg] = 1 + int(labels[pick])
+        mask[window][fg] = 1 + int(labels[pick]) if spec.labels == "digits" else 1
         occupied[window] |= grown
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), mask
 
@@ -145,7 +156,7 @@ def _write(root: Path, spec: EmbeddedVOCSpec) -> None:
         (lists / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
         all_ids += ids
     (lists / "trainval.txt").write_text("".join(f"{i}\n" for i in all_ids))
-    meta = {"spec": asdict(spec), "classes": list(EMBEDDED_VOC_CLASSES)}
+    meta = {"spec": asdict(spec), "classes": list(embedded_voc_classes(spec.labels))}
     (root / _META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -159,6 +170,7 @@ def build_embedded_voc(
     digits_per_image: tuple[int, int] = (2, 4),
     max_angle: float = 45.0,
     border: int = 1,
+    labels: str = "digits",
 ) -> Path:
     """Write the embedded VOC-format dataset to ``root`` (atomically) and return ``root``.
 
@@ -175,7 +187,9 @@ def build_embedded_voc(
         digits_per_image=(int(digits_per_image[0]), int(digits_per_image[1])),
         max_angle=float(max_angle),
         border=int(border),
+        labels=str(labels),
     )
+    embedded_voc_classes(spec.labels)  # checks the labelling
     if min(spec.n_train, spec.n_val) < 1 or spec.digits_per_image[0] < 1:
         raise ValueError(f"need at least one train and val canvas and one digit each: {spec}")
     root = Path(root)

@@ -29,7 +29,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from softeq.metrics.equivariance import rotate_images
+from softeq.settings import from_dict
 
 __all__ = [
     "IGNORE_INDEX",
@@ -245,13 +246,7 @@ class Augment:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "augment") -> Augment:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        values = dict(values)
-        if "scale" in values:
-            values["scale"] = tuple(float(s) for s in values["scale"])
-        return cls(**values)
+        return from_dict(cls, values, where, tuples=("scale",))
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
 from softeq.engine.distributed import Distributed, seed_everything
+from softeq.engine.schedule import epoch_seed as epoch_seed_of
+from softeq.engine.schedule import resume, save_state, warmup_cosine
 from softeq.metrics.classification import ClassificationMeter
 from softeq.metrics.equivariance import kl_divergence, rotate_images, sample_angles
+from softeq.settings import from_dict
 
 __all__ = ["EvalSpec", "Recipe", "build_optimizer", "evaluate_classifier", "train_classifier"]
 
@@ -63,11 +65,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> Recipe:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        recipe = cls(**values)
+        recipe = from_dict(cls, values, where)
         if recipe.amp not in ("none", "bf16"):
             raise ValueError(f"{where}.amp: {recipe.amp!r} is not supported; use 'none' or 'bf16'")
         if recipe.grad_accum < 1:
@@ -85,13 +83,7 @@ class EvalSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "evaluate") -> EvalSpec:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        values = dict(values)
-        if "sweep" in values:
-            values["sweep"] = tuple(float(a) for a in values["sweep"])
-        return cls(**values)
+        return from_dict(cls, values, where, tuples=("sweep",))
 
 
 def fit_input(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,20 +91,6 @@ def fit_input(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def _lr_lambda(recipe: Recipe, steps_per_epoch: int):
-    warmup = max(1, round(recipe.warmup_epochs * steps_per_epoch))
-    total = max(recipe.epochs * steps_per_epoch, warmup + 1)
-    floor = recipe.min_lr / recipe.lr
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / (total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
 
 
 _SOFT_NAME = re.compile(r"parametrizations\.(\w+)\.original$")
@@ -204,7 +182,9 @@ def train_classifier(
     loader = DataLoader(train_set, batch_size=micro_batch, sampler=sampler, drop_last=mixing)
     steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum)
     optimizer = build_optimizer(model, recipe)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(recipe, steps_per_epoch))
+    warmup = max(1, round(recipe.warmup_epochs * steps_per_epoch))
+    schedule = warmup_cosine(warmup, recipe.epochs * steps_per_epoch, recipe.min_lr / recipe.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
     mixup = (
         Mixup(
@@ -221,18 +201,9 @@ def train_classifier(
         if recipe.reprob
         else None
     )
-    history: list[dict[str, float]] = []
-    start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        if state.get("recipe") != asdict(recipe) or state.get("seed") != seed:
-            raise ValueError(f"{checkpoint}: written by another recipe or seed; delete it")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.module.load_state_dict(state["ema"])
-        history, start = list(state["history"]), int(state["epoch"]) + 1
+    history, start, state = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
+    if ema is not None and state:
+        ema.module.load_state_dict(state["ema"])
     end = (
         recipe.epochs
         if stop_after_epochs is None
@@ -245,7 +216,7 @@ def train_classifier(
     )
     for epoch in range(start, end):
         replica.train()
-        epoch_seed = seed * 100_003 + epoch
+        epoch_seed = epoch_seed_of(seed, epoch)
         seed_everything(epoch_seed * 1009 + ctx.rank)  # dropout, drop path, mixup, erasing
         sampler.set_epoch(epoch)
         total_loss, correct, count = 0.0, 0, 0
@@ -296,19 +267,17 @@ def train_classifier(
             }
         )
         if checkpoint is not None and ctx.is_main:
-            save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "recipe": asdict(recipe),
-                    "seed": seed,
-                    "world_size": ctx.world_size,
-                    "ema": ema.module.state_dict() if ema is not None else None,
-                },
+            save_state(
                 checkpoint,
+                recipe,
+                seed,
+                epoch,
+                history,
+                model,
+                optimizer,
+                scheduler,
+                world_size=ctx.world_size,
+                ema=ema.module.state_dict() if ema is not None else None,
             )
         ctx.barrier()
     return history, (ema.module if ema is not None else None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
+from softeq.engine.checkpoint import save_checkpoint
+from softeq.engine.schedule import epoch_seed as epoch_seed_of
+from softeq.engine.schedule import resume, save_state, warmup_cosine
 from softeq.metrics.equivariance import rotate_images, sample_angles
 from softeq.metrics.segmentation import IGNORE_INDEX, SegmentationMeter
+from softeq.settings import from_dict
 
 __all__ = [
     "SegEvalSpec",
@@ -68,10 +71,7 @@ class SegRecipe:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> SegRecipe:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        return cls(**values)
+        return from_dict(cls, values, where)
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,7 @@ class SegEvalSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "evaluate") -> SegEvalSpec:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        values = dict(values)
-        if "sweep" in values:
-            values["sweep"] = tuple(float(a) for a in values["sweep"])
-        return cls(**values)
+        return from_dict(cls, values, where, tuples=("sweep",))
 
 
 def _is_head(model: nn.Module, name: str) -> bool:
@@ -138,23 +132,6 @@ def param_groups(model: nn.Module, recipe: SegRecipe) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def _lr_lambda(recipe: SegRecipe, total: int):
-    warmup = min(max(recipe.warmup_iters, 0), total)
-    floor = recipe.min_lr_ratio
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(total - warmup, 1)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
-
-
 def _autocast(recipe: SegRecipe, device: str):
     if recipe.amp and str(device).startswith("cuda"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -185,20 +162,12 @@ def train_segmenter(
     model.to(device)
     steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
     optimizer = torch.optim.AdamW(param_groups(model, recipe))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(recipe, recipe.epochs * steps_per_epoch)
+    schedule = warmup_cosine(
+        recipe.warmup_iters, recipe.epochs * steps_per_epoch, recipe.min_lr_ratio
     )
-    history: list[dict[str, float]] = []
-    start, best = 0, -math.inf
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        if state.get("recipe") != asdict(recipe) or state.get("seed") != seed:
-            raise ValueError(f"{checkpoint}: written by another recipe or seed; delete it")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start = list(state["history"]), int(state["epoch"]) + 1
-        best = float(state["best"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    history, start, state = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
+    best = float(state["best"]) if state else -math.inf
     end = (
         recipe.epochs
         if stop_after_epochs is None
@@ -235,20 +204,7 @@ def train_segmenter(
                         best_checkpoint,
                     )
         history.append(record)
-        if checkpoint is not None:
-            save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "recipe": asdict(recipe),
-                    "seed": seed,
-                    "best": best,
-                },
-                checkpoint,
-            )
+        save_state(checkpoint, recipe, seed, epoch, history, model, optimizer, scheduler, best=best)
     return history
 
 
@@ -256,7 +212,7 @@ def _train_epoch(
     model, train_set, recipe, seed, epoch, optimizer, scheduler, device, desc
 ) -> dict[str, float]:
     model.train()
-    epoch_seed = _epoch_seed(seed, epoch)
+    epoch_seed = epoch_seed_of(seed, epoch)
     torch.manual_seed(epoch_seed)  # dropout / drop-path draws: reproducible per epoch on resume
     if hasattr(train_set, "set_epoch"):
         train_set.set_epoch(epoch)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from softeq.data.eth_ucy import collate_windows
-from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
+from softeq.engine.schedule import epoch_seed as epoch_seed_of
+from softeq.engine.schedule import resume, save_state, warmup_cosine
 from softeq.metrics.equivariance import sample_angles
 from softeq.metrics.trajectory import TrajectoryMeter, rotate_trajectories
+from softeq.settings import from_dict
 
 __all__ = [
     "DEFAULT_SWEEP",
@@ -71,29 +73,7 @@ class TrajectoryRecipe:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> TrajectoryRecipe:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        return cls(**values)
-
-
-def _lr_lambda(recipe: TrajectoryRecipe, steps_per_epoch: int):
-    """Linear warmup (if any), then per-step cosine from lr to min_lr."""
-    warmup = round(recipe.warmup_epochs * steps_per_epoch)
-    total = max(recipe.epochs * steps_per_epoch, warmup + 1)
-    floor = recipe.min_lr / recipe.lr
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / (total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
+        return from_dict(cls, values, where)
 
 
 def _dtype(model: nn.Module) -> torch.dtype:
@@ -130,17 +110,11 @@ def train_trajectory(
     model.to(device)
     steps_per_epoch = math.ceil(len(dataset) / recipe.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(recipe, steps_per_epoch))
-    history: list[dict[str, float]] = []
-    start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        if state.get("recipe") != asdict(recipe) or state.get("seed") != seed:
-            raise ValueError(f"{checkpoint}: written by another recipe or seed; delete it")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start = list(state["history"]), int(state["epoch"]) + 1
+    warmup = round(recipe.warmup_epochs * steps_per_epoch)
+    floor = recipe.min_lr / recipe.lr
+    schedule = warmup_cosine(warmup, recipe.epochs * steps_per_epoch, floor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    history, start, _ = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
     end = recipe.epochs
     if stop_after_epochs is not None:
         end = min(recipe.epochs, start + stop_after_epochs)
@@ -148,19 +122,7 @@ def train_trajectory(
         history.append(
             _train_epoch(model, dataset, recipe, seed, epoch, optimizer, scheduler, device, desc)
         )
-        if checkpoint is not None:
-            save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "recipe": asdict(recipe),
-                    "seed": seed,
-                },
-                checkpoint,
-            )
+        save_state(checkpoint, recipe, seed, epoch, history, model, optimizer, scheduler)
     return history
 
 
@@ -168,7 +130,7 @@ def _train_epoch(
     model, dataset, recipe, seed, epoch, optimizer, scheduler, device, desc
 ) -> dict[str, float]:
     model.train()
-    epoch_seed = _epoch_seed(seed, epoch)
+    epoch_seed = epoch_seed_of(seed, epoch)
     torch.manual_seed(epoch_seed)  # dropout draws: reproducible per epoch on resume
     order = torch.Generator().manual_seed(epoch_seed)
     loader = DataLoader(

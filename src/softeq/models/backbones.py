@@ -66,7 +66,30 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+_CLASSIFIERS = ("head", "fc", "classifier")
+
+
+def _fit_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Adapt a checkpoint to ``model``: drop a classifier of another size (a new head is
+    trained) and resample a ViT positional grid to the model's grid (another image size)."""
+    own = model.state_dict()
+    fitted = {}
+    for name, tensor in state.items():
+        if name.startswith(_CLASSIFIERS) and (name not in own or own[name].shape != tensor.shape):
+            continue
+        if name == "pos_embed" and name in own and own[name].shape != tensor.shape:
+            from timm.layers import resample_abs_pos_embed
+
+            prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+            tensor = resample_abs_pos_embed(
+                tensor, list(model.patch_embed.grid_size), num_prefix_tokens=prefix
+            )
+        fitted[name] = tensor
+    return fitted
+
+
 def _load_local(model: nn.Module, path: Path) -> None:
+    """Load a local weights file (safetensors, or a torch state dict read weights-only)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -74,8 +97,11 @@ def _load_local(model: nn.Module, path: Path) -> None:
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("model", state) if isinstance(state, dict) else state
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.startswith(("head", "fc", "classifier"))]:
+    try:
+        missing, unexpected = model.load_state_dict(_fit_state(model, state), strict=False)
+    except RuntimeError as error:  # shapes that do not fit
+        raise ValueError(f"{path}: weights do not fit the model ({error})") from error
+    if unexpected or [k for k in missing if not k.startswith(_CLASSIFIERS)]:
         raise ValueError(
             f"{path}: weights do not fit the model (missing {missing[:5]}, "
             f"unexpected {unexpected[:5]})"
