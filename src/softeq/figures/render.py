@@ -9,11 +9,13 @@ from softeq.figures.plots import plot_bounds, plot_error_vs_angle, plot_tunabili
 __all__ = ["TASK_METRICS", "render_all"]
 
 TASK_METRICS = {
-    "classification": ("acc", "inv_error_rot90"),  # the group C4: exact at b = 0
-    "segmentation": ("miou", "eq_error"),
-    "trajectory": ("ade", "eq_error"),
+    "classification": ("acc", "inv_error_rot90", "inv_error"),
+    "segmentation": ("miou", "eq_error", "eq_error"),
+    "trajectory": ("ade", "eq_error", "eq_error"),
 }
-"""Per task: the metric and the equivariance error that the tunability figure plots."""
+"""Per task: the metric and the equivariance error of the tunability figure (for classification
+the error under the group's 90-degree rotation, exactly zero at b = 0), and the error column of
+the angle sweep."""
 
 
 def render_all(tables: str | Path, prefix: str, out_dir: str | Path) -> list[Path]:
@@ -24,7 +26,7 @@ def render_all(tables: str | Path, prefix: str, out_dir: str | Path) -> list[Pat
         raise ValueError(
             f"--prefix {prefix!r}: unknown task {task!r} (known: {list(TASK_METRICS)})"
         )
-    metric, error = TASK_METRICS[task]
+    metric, error, sweep_error = TASK_METRICS[task]
     return [
         plot_tunability(
             tables / f"{prefix}_summary.csv",
@@ -34,6 +36,6 @@ def render_all(tables: str | Path, prefix: str, out_dir: str | Path) -> list[Pat
         ),
         plot_bounds(tables / f"{prefix}_bounds.csv", out_dir / f"{prefix}_bounds.png"),
         plot_error_vs_angle(
-            tables / f"{prefix}_angles.csv", out_dir / f"{prefix}_angles.png", error=error
+            tables / f"{prefix}_angles.csv", out_dir / f"{prefix}_angles.png", error=sweep_error
         ),
     ]
