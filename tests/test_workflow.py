@@ -49,8 +49,10 @@ def reduced(tmp_path_factory):
     config["experiments"] = [
         {**exp, "backbones": ["vit"], "softness": [0.0, 0.5, 1.0]}
         for exp in config["experiments"]
-        if exp["dataset"] == "digits"
+        if exp["dataset"] == "digits" and exp.get("filters") is None
     ]
+    config["figure1"]["backbones"] = ["vit"]
+    config["construction_timing"] = {"widths": [4, 8], "dense_limit": 8}
     path = tmp / "reduced.yaml"
     path.write_text(yaml.safe_dump(config))
     snakemake("all", "--cores", "2", "--configfile", str(path))
@@ -65,6 +67,10 @@ def test_tables_figures_and_exact_invariance_at_b0(reduced):
         assert (tables / f"classification_digits_{name}.md").stat().st_size > 0
     for name in ("tunability", "bounds", "angles"):
         assert (figures / f"classification_digits_{name}.png").stat().st_size > 10_000
+    assert (figures / "figure1_vit.png").stat().st_size > 10_000
+    assert (figures / "ablation_construction_timing.png").stat().st_size > 10_000
+    for name in ("csv", "md", "tex"):
+        assert (tables / f"paper_classification.{name}").stat().st_size > 0
     runs = pd.read_csv(tables / "classification_digits_runs.csv").set_index("softness")
     assert runs.loc[0.0, "inv_error_rot90"] < 1e-6  # exact C4 invariance at b = 0
     assert runs.loc[1.0, "inv_error_rot90"] > 1e-4  # the plain model is not invariant
@@ -84,6 +90,6 @@ def test_figures_regenerate_from_tables_alone(reduced):
     jobs = [
         line.split()[1].rstrip(":") for line in plan.stdout.splitlines() if line.startswith("rule ")
     ]
-    assert set(jobs) == {"figures_task", "figures"}, plan.stdout
+    assert set(jobs) == {"figures_task", "figure1", "figures"}, plan.stdout
     snakemake("figures", "--cores", "1", "--configfile", str(config))
-    assert len(list((tmp / "results/figures").glob("*.png"))) == 3
+    assert len(list((tmp / "results/figures").glob("*.png"))) == 4

@@ -241,6 +241,9 @@ def resolve(config: dict[str, Any]) -> list[Run]:
         for dataset, backbone, group, filter, b, seed in grid:
             b_pos = float(b if pos is None else pos)
             runs.append(Run(task, dataset, backbone, group, filter, float(b), b_pos, int(seed)))
+    for j, backbone in enumerate((config.get("figure1") or {}).get("backbones", [])):
+        if backbone not in backbones or task_of(backbones[backbone]) != "classification":
+            raise ConfigError(f"figure1.backbones[{j}]: {backbone!r} is not a defined classifier")
     duplicates = sorted(p for p, n in Counter(run.path for run in runs).items() if n > 1)
     if duplicates:
         raise ConfigError(f"experiments: the same run is listed twice: {duplicates[0]}")

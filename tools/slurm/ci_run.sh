@@ -106,6 +106,8 @@ config["experiments"] = [
     if (exp["task"], exp["dataset"]) == ("classification", "digits")
 ][:1]
 assert config["experiments"], "config/config.yaml has no classification/digits experiment"
+config["figure1"] = {**config.get("figure1", {}), "backbones": ["vit"]}
+config["construction_timing"] = {"widths": [4, 8], "dense_limit": 8}
 (tmp / "reduced.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 PY
 
