@@ -83,3 +83,17 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, monkeypatc
     for name, tensor in ema.state_dict().items():
         torch.testing.assert_close(ddp["ema"][name], tensor, atol=1e-5, rtol=1e-5, msg=name)
     assert any(not torch.equal(t, _model().state_dict()[n]) for n, t in model.state_dict().items())
+
+
+def test_head_epochs_train_the_classifier_first(tmp_path):
+    torch.set_num_threads(1)
+    ckpt = tmp_path / "state.pt"
+    model = _model()
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    recipe = Recipe(epochs=2, batch_size=8, lr=3e-3, warmup_epochs=0.5, head_epochs=1)
+    train_classifier(model, _data(), recipe, 1, 16, ckpt, stop_after_epochs=1)
+    changed = {n for n, t in model.state_dict().items() if not torch.equal(t, before[n])}
+    assert changed == {"head.weight", "head.bias"}  # epoch 1: the linear probe
+    train_classifier(model, _data(), recipe, 1, 16, ckpt, stop_after_epochs=1)  # resumes
+    changed = {n for n, t in model.state_dict().items() if not torch.equal(t, before[n])}
+    assert "blocks.0.attn.qkv.weight" in changed

@@ -62,6 +62,7 @@ class Recipe:
     ema_decay: float | None = None  # evaluate the EMA of the weights when set
     amp: str = "none"  # "none" or "bf16" autocast
     grad_accum: int = 1
+    head_epochs: int = 0  # train only the classifier head first (a linear probe), then all
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> Recipe:
@@ -202,6 +203,12 @@ def train_classifier(
         else None
     )
     history, start, state = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
+    body = []
+    if recipe.head_epochs:
+        if not hasattr(model, "get_classifier"):
+            raise ValueError(f"head_epochs: {type(model).__name__} has no timm classifier head")
+        head = {id(p) for p in model.get_classifier().parameters()}
+        body = [p for p in model.parameters() if id(p) not in head]
     if ema is not None and state:
         ema.module.load_state_dict(state["ema"])
     end = (
@@ -247,6 +254,9 @@ def train_classifier(
                     loss = loss_fn(logits.float(), target)
                 (loss / recipe.grad_accum).backward()
             if last:
+                if epoch < recipe.head_epochs:  # linear probe: only the head moves
+                    for param in body:
+                        param.grad = None
                 if recipe.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 optimizer.step()
