@@ -52,7 +52,7 @@ def test_schema_errors_name_the_key(config, edit, key):
 def test_resolve_expands_and_checks_semantics(config):
     validate_config(config, SCHEMA)
     runs = resolve(config)
-    assert len(runs) == 2 * 5 + 3 + 3 + 1
+    assert len(runs) == 2 * 5 + 3 + 3 + 3 + 1  # digits (+ filter ablation), vocdigits, corridors
     assert runs[0].path == "classification/digits/vit/C4_shrink/b~0_pos~0/seed~0"
     assert runs[-1].path == (
         "trajectory/synthetic-corridor000/constvel/SO2_shrink/b~1_pos~1/seed~0"
