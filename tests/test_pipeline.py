@@ -66,8 +66,9 @@ def test_resolve_expands_and_checks_semantics(config):
     with pytest.raises(ConfigError, match="segmentation model, not a classification one"):
         resolve(bad)
     bad = copy.deepcopy(config)
-    bad["experiments"][2]["scenes"] = ["eth"]
-    with pytest.raises(ConfigError, match=r"experiments\[2\]\.scenes\[0\]"):
+    i = next(i for i, e in enumerate(bad["experiments"]) if e["task"] == "trajectory")
+    bad["experiments"][i]["scenes"] = ["eth"]
+    with pytest.raises(ConfigError, match=rf"experiments\[{i}\]\.scenes\[0\]: 'eth'"):
         resolve(bad)
     bad = copy.deepcopy(config)
     bad["experiments"][0]["backbones"].append("vgg")
