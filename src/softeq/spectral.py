@@ -80,7 +80,7 @@ class Spectrum:
         for cols, vecs, pos in zip(
             self._blocks.columns, self._blocks.vectors, self._blocks.positions, strict=True
         ):
-            block = np.einsum("cij,cj,ckj->cik", vecs, weights[pos], vecs)
+            block = (vecs * weights[pos][:, None, :]) @ vecs.transpose(0, 2, 1)  # batched BLAS
             out[cols[:, :, None], cols[:, None, :]] = block
         return out
 
