@@ -40,12 +40,10 @@ import matplotlib as mpl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from softeq.figures.aggregate import atomic_path
-from softeq.figures.plots import DPI
+from softeq.figures.plots import save_figure
 from softeq.layers import iter_soft
 from softeq.soften import soften
 
@@ -458,16 +456,4 @@ def render_figure1(
             "invariance error KL(softmax f(x) || softmax f(Rx)) for this image (nats)."
         )
         fig.supxlabel("\n".join(textwrap.wrap(caption, 118)), fontsize=8, ha="left", x=0.01)
-        return _save(fig, out_png, pdf)
-
-
-def _save(fig: Figure, out_png: PathLike, pdf: bool) -> Path:
-    """Write PNG (and PDF) atomically, metadata without dates: byte-stable reruns."""
-    out = Path(out_png)
-    FigureCanvasAgg(fig)
-    targets = [(out, "png")] + ([(out.with_suffix(".pdf"), "pdf")] if pdf else [])
-    for path, fmt in targets:
-        meta = {"Software": None} if fmt == "png" else {"Creator": None, "CreationDate": None}
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
-    return out
+        return save_figure(fig, out_png, pdf)

@@ -34,11 +34,10 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from softeq.figures.aggregate import atomic_path, markdown_table, read_table
-from softeq.figures.plots import DPI, OKABE_ITO, PANEL_H, PANEL_W
+from softeq.figures.plots import OKABE_ITO, PANEL_H, PANEL_W, save_figure
 from softeq.groups import PairRep
 from softeq.pipeline import ETHUCY_SCENES, SYNTHETIC_SCENES
 from softeq.projectors import clear_cache, equivariant_projector
@@ -782,11 +781,4 @@ def plot_construction_timing(timing_csv: PathLike, out_png: PathLike, *, pdf: bo
         ax.set_xlabel("layer width (features in = out)")
         ax.set_ylabel("projector construction (s)")
         fig.legend(loc="outside upper center", ncols=1, frameon=False)  # never over data
-        out = Path(out_png)
-        FigureCanvasAgg(fig)
-        targets = [(out, "png")] + ([(out.with_suffix(".pdf"), "pdf")] if pdf else [])
-        for path, fmt in targets:
-            meta = {"Software": None} if fmt == "png" else {"Creator": None, "CreationDate": None}
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
-        return out
+        return save_figure(fig, out_png, pdf)

@@ -169,7 +169,7 @@ def _softness_colors(values: Sequence[float]) -> dict[float, tuple]:
     return {v: cmap(0.85 * i / max(n - 1, 1)) for i, v in enumerate(sorted(values))}
 
 
-def _save(fig: Figure, out_png: PathLike, pdf: bool) -> Path:
+def save_figure(fig: Figure, out_png: PathLike, pdf: bool = False) -> Path:
     """Save at DPI via a temporary file + rename (PDF beside the PNG if asked); return the PNG."""
     out = Path(out_png)
     FigureCanvasAgg(fig)
@@ -287,7 +287,7 @@ def plot_tunability(
         entries = handles + marks
         ncols = _legend_ncols([h.get_label() for h in entries], fig.get_figwidth())
         fig.legend(handles=entries, loc="outside upper center", ncols=ncols, frameon=False)
-        return _save(fig, out_png, pdf)
+        return save_figure(fig, out_png, pdf)
 
 
 # ---------------------------------------------------------------------------------------- bounds
@@ -352,7 +352,7 @@ def plot_bounds(bounds_csv: PathLike, out_png: PathLike, *, pdf: bool = False) -
             ),
         ]
         fig.legend(handles=kinds, loc="outside upper center", ncols=2, frameon=False)
-        return _save(fig, out_png, pdf)
+        return save_figure(fig, out_png, pdf)
 
 
 # ----------------------------------------------------------------------------------------- angles
@@ -417,4 +417,4 @@ def plot_error_vs_angle(
             ncols=_legend_ncols(list(handles), fig.get_figwidth()),
             frameon=False,
         )
-        return _save(fig, out_png, pdf)
+        return save_figure(fig, out_png, pdf)

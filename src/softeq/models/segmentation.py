@@ -26,7 +26,6 @@ import importlib
 import importlib.machinery
 import importlib.util
 import logging
-import os
 import pickle
 import socket
 import sys
@@ -40,7 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from softeq.models.backbones import BackboneSpec, PretrainedUnavailable, build_backbone
+from softeq.models.backbones import (
+    _HUB_HOST,
+    BackboneSpec,
+    PretrainedUnavailable,
+    _hub_reachable,
+    build_backbone,
+)
 
 __all__ = [
     "HF_SEGFORMER_B0_ADE",
@@ -60,7 +65,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HF_SEGFORMER_B0_ADE = "nvidia/segformer-b0-finetuned-ade-512-512"
 SEGMENTER_KINDS = ("vit", "dinov2", "segformer", "segformer_hf", "segformer_mmseg")
-_HUB_HOST = "huggingface.co"
 
 
 class Segmenter(nn.Module):
@@ -174,16 +178,6 @@ def _build_vit(
 
 
 # ------------------------------------------------------------------------ SegFormer (HF)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection((_HUB_HOST, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 class HFSegformer(Segmenter):
