@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json"]
+__all__ = ["atomic_write", "read_manifest", "write_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -36,3 +36,14 @@ def write_json(obj: Any, path: str | Path) -> Path:
             f.write("\n")
 
     return atomic_write(path, write)
+
+
+def read_manifest(path: str | Path, kind: str) -> dict[str, Any]:
+    """A dataset manifest (JSON) of the given ``kind``; errors name the file."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the dataset manifest ({error})") from error
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+        raise ValueError(f"{path}: not a {kind} dataset manifest")
+    return manifest

@@ -7,11 +7,11 @@ A corrupt image fails with an error that names the file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from softeq.io import read_manifest as _read_manifest
 from softeq.io import write_json
 
 __all__ = ["IMAGE_SUFFIXES", "build_manifest", "load_imagefolder", "read_manifest"]
@@ -50,13 +50,7 @@ def build_manifest(root: str | Path, out: str | Path) -> Path:
 
 def read_manifest(path: str | Path) -> dict:
     """The manifest written by :func:`build_manifest`; errors name the file."""
-    try:
-        manifest = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read the dataset manifest ({error})") from error
-    if manifest.get("kind") != "imagefolder":
-        raise ValueError(f"{path}: not an ImageFolder manifest")
-    return manifest
+    return _read_manifest(path, "imagefolder")
 
 
 class _CheckedImageFolder(Dataset):

@@ -4,13 +4,13 @@ dataset described by its manifest (root, protocol, num_classes)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from softeq.io import read_manifest
 from softeq.stages.common import (
     parse_softening,
     setup_device,
@@ -25,13 +25,7 @@ SPEC_KEYS = {"arch", "image_size", "kwargs", "pretrained"}
 
 
 def _manifest(path: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise SystemExit(f"{path}: cannot read the dataset manifest ({error})") from error
-    if manifest.get("kind") != "voc":
-        raise SystemExit(f"{path}: not a VOC-format dataset manifest")
-    return manifest
+    return read_manifest(path, "voc")
 
 
 def _segmenter(spec: dict[str, Any], num_classes: int, random_init: bool = False) -> nn.Module:

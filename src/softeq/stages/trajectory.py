@@ -4,13 +4,13 @@ one leave-one-scene-out fold; the dataset name is ``<family>-<scene>`` (e.g. ``e
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from softeq.io import read_manifest
 from softeq.stages.common import (
     parse_softening,
     setup_device,
@@ -26,13 +26,7 @@ PROTOCOL_KEYS = ("obs_len", "pred_len", "min_agents", "skip")
 
 
 def _manifest(path: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise SystemExit(f"{path}: cannot read the dataset manifest ({error})") from error
-    if manifest.get("kind") != "trajectories":
-        raise SystemExit(f"{path}: not a trajectory dataset manifest")
-    return manifest
+    return read_manifest(path, "trajectories")
 
 
 def _model(spec: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
