@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from softeq.engine.distributed import Distributed, seed_everything
 from softeq.engine.schedule import epoch_seed as epoch_seed_of
-from softeq.engine.schedule import resume, save_state, warmup_cosine
+from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
 from softeq.metrics.classification import ClassificationMeter
 from softeq.metrics.equivariance import kl_divergence, rotate_images, sample_angles
 from softeq.settings import from_dict
@@ -211,17 +211,12 @@ def train_classifier(
         body = [p for p in model.parameters() if id(p) not in head]
     if ema is not None and state:
         ema.module.load_state_dict(state["ema"])
-    end = (
-        recipe.epochs
-        if stop_after_epochs is None
-        else min(recipe.epochs, start + stop_after_epochs)
-    )
     loss_fn = (
         SoftTargetCrossEntropy()
         if mixing
         else nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     )
-    for epoch in range(start, end):
+    for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs):
         replica.train()
         epoch_seed = epoch_seed_of(seed, epoch)
         seed_everything(epoch_seed * 1009 + ctx.rank)  # dropout, drop path, mixup, erasing

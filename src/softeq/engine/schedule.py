@@ -13,7 +13,7 @@ from torch import nn
 
 from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["epoch_seed", "resume", "save_state", "warmup_cosine"]
+__all__ = ["epoch_seed", "epochs_to_run", "resume", "save_state", "warmup_cosine"]
 
 
 def warmup_cosine(warmup: int, total: int, floor: float = 0.0) -> Callable[[int], float]:
@@ -33,6 +33,11 @@ def warmup_cosine(warmup: int, total: int, floor: float = 0.0) -> Callable[[int]
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of every random draw of one epoch: the same on resume."""
     return seed * 100_003 + epoch
+
+
+def epochs_to_run(epochs: int, start: int, stop_after: int | None) -> range:
+    """Epochs left from ``start``; ``stop_after`` ends early, as if killed (tests of resume)."""
+    return range(start, epochs if stop_after is None else min(epochs, start + stop_after))
 
 
 def resume(

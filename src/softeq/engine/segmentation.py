@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from softeq.engine.checkpoint import save_checkpoint
 from softeq.engine.schedule import epoch_seed as epoch_seed_of
-from softeq.engine.schedule import resume, save_state, warmup_cosine
+from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
 from softeq.metrics.equivariance import rotate_images, sample_angles
 from softeq.metrics.segmentation import IGNORE_INDEX, SegmentationMeter
 from softeq.settings import from_dict
@@ -168,13 +168,8 @@ def train_segmenter(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     history, start, state = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
     best = float(state["best"]) if state else -math.inf
-    end = (
-        recipe.epochs
-        if stop_after_epochs is None
-        else min(recipe.epochs, start + stop_after_epochs)
-    )
     spec = SegEvalSpec(sweep=()) if eval_spec is None else eval_spec
-    for epoch in range(start, end):
+    for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs):
         record = _train_epoch(
             model, train_set, recipe, seed, epoch, optimizer, scheduler, device, desc
         )

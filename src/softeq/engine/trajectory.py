@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from softeq.data.eth_ucy import collate_windows
 from softeq.engine.schedule import epoch_seed as epoch_seed_of
-from softeq.engine.schedule import resume, save_state, warmup_cosine
+from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
 from softeq.metrics.equivariance import sample_angles
 from softeq.metrics.trajectory import TrajectoryMeter, rotate_trajectories
 from softeq.settings import from_dict
@@ -115,10 +115,7 @@ def train_trajectory(
     schedule = warmup_cosine(warmup, recipe.epochs * steps_per_epoch, floor)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     history, start, _ = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
-    end = recipe.epochs
-    if stop_after_epochs is not None:
-        end = min(recipe.epochs, start + stop_after_epochs)
-    for epoch in range(start, end):
+    for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs):
         history.append(
             _train_epoch(model, dataset, recipe, seed, epoch, optimizer, scheduler, device, desc)
         )
