@@ -42,11 +42,12 @@ def test_voc_lists_models_softness_and_seeds(runs):
     assert jobs["finetune"] == jobs["evaluate"] == 6 * 5
     voc = [r for r in runs if r.dataset == "voc"]
     assert {r.seed for r in voc} == {42, 420, 4200, 42000, 420000}
-    assert {(r.backbone, r.group, r.softness, r.softness_pos) for r in voc if r.softness < 1} == {
+    settings = {(r.backbone, r.softening) for r in voc}
+    assert {(b, s.group, s.softness, s.softness_pos) for b, s in settings if s.softness < 1} == {
         ("dinov2b14seg", "C720", 0.95, 1.0),
         ("segformerb0", "C36", 0.95, 0.95),
     }
-    assert {r.filter for r in voc} == {"rank-hard"}
+    assert {r.softening.filter for r in voc} == {"rank-hard"}
 
 
 def test_ethucy_lists_five_scenes(runs):
@@ -60,10 +61,11 @@ def test_ethucy_lists_five_scenes(runs):
 def test_imagenet_lists_table_1(runs):
     jobs = dry_run("all_imagenet")
     assert jobs["finetune"] == jobs["evaluate"] == 9
+    settings = {(r.backbone, r.softening) for r in runs if r.dataset == "imagenet"}
     soft = {
-        (r.backbone, r.group, r.softness, r.softness_pos)
-        for r in runs
-        if r.dataset == "imagenet" and (r.softness, r.softness_pos) != (1.0, 1.0)
+        (b, s.group, s.softness, s.softness_pos)
+        for b, s in settings
+        if (s.softness, s.softness_pos) != (1.0, 1.0)
     }
     assert soft == {
         ("vitb16", "C4", 0.9, 0.8),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from softeq.pipeline import ConfigError, fmt_softness, resolve, softening_for, validate_config
+from softeq.pipeline import ConfigError, resolve, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -53,9 +53,9 @@ def test_resolve_expands_and_checks_semantics(config):
     validate_config(config, SCHEMA)
     runs = resolve(config)
     assert len(runs) == 2 * 5 + 3 + 3 + 3 + 1  # digits (+ filter ablation), vocdigits, corridors
-    assert runs[0].path == "classification/digits/vit/C4_shrink/b~0_pos~0/seed~0"
+    assert runs[0].path == "classification/digits/vit/group~C4/filter~shrink/b~0_pos~0/seed~0"
     assert runs[-1].path == (
-        "trajectory/synthetic-corridor000/constvel/SO2_shrink/b~1_pos~1/seed~0"
+        "trajectory/synthetic-corridor000/constvel/group~SO2/filter~shrink/b~1_pos~1/seed~0"
     )
     bad = copy.deepcopy(config)
     bad["finetune"]["classification"]["recipe"]["lr_typo"] = 1
@@ -82,12 +82,6 @@ def test_resolve_expands_and_checks_semantics(config):
     bad["experiments"].append(copy.deepcopy(bad["experiments"][0]))
     with pytest.raises(ConfigError, match="listed twice"):
         resolve(bad)
-
-
-def test_path_formatting_and_softening_arguments():
-    assert [fmt_softness(b) for b in (0, 0.25, 1.0, 0.9)] == ["0", "0.25", "1", "0.9"]
-    assert '"hard_mask": true' in softening_for("C4", "rank-hard", 0.5, 0.5)
-    assert '"filter": "rank"' in softening_for("C4", "rank-hard", 0.5, 0.5)
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,9 @@ def test_tables_figures_and_exact_invariance_at_b0(reduced):
         next((tmp / "results/classification/digits/vit").rglob("metrics.json")).read_text()
     )
     assert metrics["provenance"]["softeq_version"]
-    projectors = tmp / "resources/projectors/classification/digits/vit/C4_shrink/b~0.5_pos~0.5"
+    projectors = (
+        tmp / "resources/projectors/classification/digits/vit/group~C4/filter~shrink/b~0.5_pos~0.5"
+    )
     assert (projectors / "manifest.json").exists()
 
 

@@ -8,6 +8,7 @@ projected weights, and ``bounds.report(model)`` checks each layer against its gu
 from softeq import bounds
 from softeq.layers import fold
 from softeq.soften import soften
+from softeq.spec import Softening
 
-__all__ = ["__version__", "bounds", "fold", "soften"]
+__all__ = ["Softening", "__version__", "bounds", "fold", "soften"]
 __version__ = "0.1.0"

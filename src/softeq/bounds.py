@@ -1,4 +1,4 @@
-"""Equivariance bounds: per soft layer, and the paper's network-level bound (DESIGN 3.6).
+"""Equivariance bounds: per soft layer, and the paper's network-level bound (docs/method.md §6).
 
 For a projected weight W_b = P_b(W) of the raw weight W, every filter gives
 ||C vec(W_b)|| <= b_eff * sigma_max * ||W||.  ``report`` measures the left side (divided by
@@ -62,7 +62,7 @@ def report(model: nn.Module) -> list[LayerBound]:
                 kind=soft.parametrization.kind,
                 group=key.group,
                 operator_size=projector.size,
-                filter=key.filter + ("+hard" if key.hard_mask else ""),
+                filter=key.filter,
                 b=key.softness,
                 b_eff=projector.b_eff,
                 sigma_max=projector.sigma_max,

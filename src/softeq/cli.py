@@ -35,6 +35,15 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _softening(text: str):
+    from softeq.spec import Softening
+
+    try:
+        return Softening.from_json(text, "--softening")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _task_stage(name: str):
     def run(args: argparse.Namespace) -> None:
         from softeq.stages import task_module
@@ -115,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("projectors", _task_stage("projectors"), "build and save a model's projectors")
     p.add_argument("--data", help="the dataset manifest, where the model depends on it")
     p.add_argument("--backbone-spec", type=_json_object, required=True)
-    p.add_argument("--softening", type=_json_object, required=True)
+    p.add_argument("--softening", type=_softening, required=True, help="a softening setting (JSON)")
     p.add_argument("--out", required=True, help="folder for projector files + manifest.json")
 
     p = stage("finetune", _task_stage("finetune"), "soften a model and fine-tune (or train) it")
@@ -123,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="", help="dataset name (trajectories: family-scene)")
     p.add_argument("--init", help="plain model to start from (default: the spec's weights)")
     p.add_argument("--backbone-spec", type=_json_object, required=True)
-    p.add_argument("--softening", type=_json_object, required=True)
+    p.add_argument("--softening", type=_softening, required=True, help="a softening setting (JSON)")
     p.add_argument("--projectors", help="folder of projector files (from `softeq projectors`)")
     p.add_argument("--recipe", type=_json_object, required=True)
     p.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """Spectral filters: how the softness b maps ascending singular values to kept weights.
 
 A soft projector keeps the singular direction v_i of the constraint operator with weight
-f_b(sigma_i):  P_b = sum_i f_b(sigma_i) v_i v_i^T  (DESIGN 3.2).  Every filter satisfies
+f_b(sigma_i):  P_b = sum_i f_b(sigma_i) v_i v_i^T  (docs/method.md §2).  Every filter satisfies
 f_b(sigma) * sigma <= b_eff * sigma_max, the inequality the equivariance guarantee rests on; each
 reports its b_eff.
 
@@ -9,8 +9,9 @@ reports its b_eff.
   smooth in b for every spectrum, degenerate ones included.
 * ``threshold``: 1 where sigma <= b sigma_max, else 0 (the paper's subspace definition).
 * ``rank``: the reference code's rule.  With z exact zeros among N, keep the first
-  z + floor((N - z - 1) b) directions with weight 1, the rest exp(-sigma / b) (0 with
-  ``hard_mask``); b = 1 is the identity.
+  z + floor((N - z - 1) b) directions with weight 1, the rest exp(-sigma / b); b = 1 is the
+  identity.
+* ``rank-hard``: ``rank`` with the reference code's hard mask: the rest get weight 0.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 
 from softeq.spectral import ZERO_TOL
 
-__all__ = ["FILTERS", "FilterResult", "check_softness", "filter_weights"]
+__all__ = ["FILTERS", "FilterResult", "check_softness", "filter_weights", "resolve_filter"]
 
-FILTERS = ("shrink", "threshold", "rank")
+FILTERS = ("shrink", "threshold", "rank", "rank-hard")
+"""Filter names, as configs, paths, the CLI and the API spell them."""
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,25 @@ def check_softness(softness: float, name: str = "softness") -> float:
     return value
 
 
+def resolve_filter(filter: str, hard_mask: bool = False) -> str:
+    """The filter's name after checking it; ``hard_mask=True`` spells ``rank`` as ``rank-hard``
+    (the reference code's flag, kept for callers that pass it)."""
+    if filter not in FILTERS:
+        raise ValueError(f"unknown filter {filter!r}; expected one of {FILTERS}")
+    if hard_mask and filter not in ("rank", "rank-hard"):
+        raise ValueError(f"hard_mask applies to the 'rank' filter only, not to {filter!r}")
+    return "rank-hard" if hard_mask else filter
+
+
 def filter_weights(
     sigma: np.ndarray, softness: float, filter: str = "shrink", hard_mask: bool = False
 ) -> FilterResult:
     """Weights f_b(sigma_i) for ascending singular values ``sigma``; see the module docstring."""
     b = check_softness(softness)
+    filter = resolve_filter(filter, hard_mask)
     sigma = np.asarray(sigma, dtype=np.float64)
     if sigma.ndim != 1 or np.any(np.diff(sigma) < 0):
         raise ValueError("filter_weights expects a 1-D array of ascending singular values")
-    if hard_mask and filter != "rank":
-        raise ValueError(f"hard_mask applies to the 'rank' filter only, not to {filter!r}")
     null = sigma < ZERO_TOL
     sigma_max = float(sigma[-1]) if sigma.size else 0.0
     if filter == "shrink":
@@ -63,21 +74,19 @@ def filter_weights(
         # the relative slack keeps directions at exactly b * sigma_max from flickering on rounding
         weights = np.where(null | (sigma <= b * sigma_max * (1 + 1e-9)), 1.0, 0.0)
         b_eff = b
-    elif filter == "rank":
-        weights = _rank_weights(sigma, b, int(null.sum()), hard_mask)
+    else:  # rank, rank-hard
+        weights = _rank_weights(sigma, b, int(null.sum()), hard=filter == "rank-hard")
         b_eff = float(np.max(weights * sigma) / sigma_max) if sigma_max > 0 else 0.0
-    else:
-        raise ValueError(f"unknown filter {filter!r}; expected one of {FILTERS}")
     return FilterResult(weights, b_eff, int(np.count_nonzero(weights == 1.0)))
 
 
-def _rank_weights(sigma: np.ndarray, b: float, zeros: int, hard_mask: bool) -> np.ndarray:
+def _rank_weights(sigma: np.ndarray, b: float, zeros: int, hard: bool) -> np.ndarray:
     n = sigma.size
     if b == 1.0:
         return np.ones(n)
     keep = zeros + math.floor(max(n - zeros - 1, 0) * b)
     weights = np.zeros(n)
     weights[:keep] = 1.0
-    if not hard_mask and b > 0:
+    if not hard and b > 0:
         weights[keep:] = np.exp(-sigma[keep:] / b)
     return weights

@@ -6,9 +6,10 @@
   channel) must satisfy D f = 0, so C = D.  The two agree for permutation actions (C4, flip, D4).
 * :class:`EquivariantProjector` acts on a linear map W (d_out x d_in) with the constraint
   L vec(W) = vec(W D_X - D_Y W) = 0, L = D_X^T (x) I - I (x) D_Y (column-major vec).  Two exact
-  constructions: ``dense`` (SVD of L, the reference, O(d^6)) and ``schur`` (block-Schur, DESIGN 3.3,
-  O(d^3)): in the real Schur bases of D_X and D_Y, L acts block pair by block pair with singular
-  values |lambda_in - lambda_out| on the commutant part of a 2 x 2 weight block and
+  constructions: ``dense`` (SVD of L, the reference, O(d^6)) and ``schur`` (block-Schur,
+  docs/method.md §3, O(d^3)): in the real Schur bases of D_X and D_Y, L acts block pair by
+  block pair with singular values |lambda_in - lambda_out| on the commutant part of a 2 x 2
+  weight block and
   |lambda_in - conj(lambda_out)| on its anti-commutant part.
 
 Projectors are immutable and shared: one object per :class:`ProjectorKey` in an in-memory cache,
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from softeq.filters import FILTERS, FilterResult, check_softness, filter_weights
+from softeq.filters import FilterResult, check_softness, filter_weights, resolve_filter
 from softeq.groups import (
     PairRep,
     default_grid_operator,
@@ -61,7 +62,6 @@ class ProjectorKey:
     shape: str  # "16x16" for grids, "<in>-><out>" for equivariant maps
     filter: str
     softness: float
-    hard_mask: bool = False
     operator: str = ""  # grid operator ("exact" | "bilinear"), or method ("schur" | "dense")
     side: str = ""  # invariant projectors: "weight" | "data"
     digest: str = ""  # equivariant projectors: hash of the generator matrices
@@ -69,9 +69,7 @@ class ProjectorKey:
     def slug(self) -> str:
         """A file-name-safe identifier."""
         parts = [self.kind, self.group, self.shape.replace("->", "to"), self.filter]
-        parts.append(f"b{self.softness:g}")
-        if self.hard_mask:
-            parts.append("hard")
+        parts.append(f"b{self.softness!r}")
         parts += [p for p in (self.operator, self.side, self.digest[:10]) if p]
         return "_".join(parts)
 
@@ -250,12 +248,8 @@ def _cached(key: ProjectorKey, build, cache_dir: str | Path | None):
     return projector
 
 
-def _check_filter(filter: str, softness: float, hard_mask: bool) -> float:
-    if filter not in FILTERS:
-        raise ValueError(f"unknown filter {filter!r}; expected one of {FILTERS}")
-    if hard_mask and filter != "rank":
-        raise ValueError(f"hard_mask applies to the 'rank' filter only, not to {filter!r}")
-    return check_softness(softness)
+def _check_filter(filter: str, softness: float, hard_mask: bool) -> tuple[str, float]:
+    return resolve_filter(filter, hard_mask), check_softness(softness)
 
 
 def invariant_projector(
@@ -275,19 +269,19 @@ def invariant_projector(
     functions such as positional embeddings.
     """
     g = parse_group(group)
-    b = _check_filter(filter, softness, hard_mask)
+    filter, b = _check_filter(filter, softness, hard_mask)
     if side not in ("weight", "data"):
         raise ValueError(f"side must be 'weight' or 'data', got {side!r}")
     if size < 1:
         raise ValueError(f"grid size must be positive, got {size}")
     operator = operator or default_grid_operator(g)
-    key = ProjectorKey("invariant", g.name, f"{size}x{size}", filter, b, hard_mask, operator, side)
+    key = ProjectorKey("invariant", g.name, f"{size}x{size}", filter, b, operator, side)
 
     def build() -> InvariantProjector:
         generators = grid_generators(g, size, operator)
         blocks = [d.T if side == "weight" else d for d in generators]
         spectrum = constraint_svd(blocks)
-        result = filter_weights(spectrum.sigma, b, filter, hard_mask)
+        result = filter_weights(spectrum.sigma, b, filter)
         return InvariantProjector(
             key,
             spectrum.projector(result.weights),
@@ -327,7 +321,7 @@ def equivariant_projector(
     needs one normal generator) or ``dense`` (SVD of the Kronecker operator, small sizes only).
     """
     g = parse_group(group)
-    b = _check_filter(filter, softness, hard_mask)
+    filter, b = _check_filter(filter, softness, hard_mask)
     if method not in ("schur", "dense"):
         raise ValueError(f"method must be 'schur' or 'dense', got {method!r}")
     in_gens = pair_generators(g, in_rep) if isinstance(in_rep, PairRep) else list(in_rep)
@@ -341,20 +335,18 @@ def equivariant_projector(
         else f"{d_in}->{d_out}"
     )
     digest = _digest(in_gens, out_gens)
-    key = ProjectorKey("equivariant", g.name, shape, filter, b, hard_mask, method, "", digest)
+    key = ProjectorKey("equivariant", g.name, shape, filter, b, method, "", digest)
 
     def build() -> EquivariantProjector:
         if method == "dense":
-            arrays, sigma, result = _dense_equivariant(in_gens, out_gens, b, filter, hard_mask)
+            arrays, sigma, result = _dense_equivariant(in_gens, out_gens, b, filter)
         else:
             if len(in_gens) != 1:
                 raise ValueError(
                     f"{g.name} has {len(in_gens)} generators; the block-Schur path needs one "
                     "(use method='dense' for small dihedral layers)"
                 )
-            arrays, sigma, result = _schur_equivariant(
-                in_gens[0], out_gens[0], b, filter, hard_mask
-            )
+            arrays, sigma, result = _schur_equivariant(in_gens[0], out_gens[0], b, filter)
         return EquivariantProjector(
             key, arrays, sigma, in_gens, out_gens, result.b_eff, result.kept
         )
@@ -373,19 +365,19 @@ def kronecker_operator(in_gens: list[np.ndarray], out_gens: list[np.ndarray]) ->
     )
 
 
-def _dense_equivariant(in_gens, out_gens, b, filter, hard_mask):
+def _dense_equivariant(in_gens, out_gens, b, filter):
     operator = kronecker_operator(in_gens, out_gens)
     _, s, vt = np.linalg.svd(operator, full_matrices=True)  # plain dense SVD: the reference
     sigma = np.zeros(operator.shape[1])
     sigma[: s.size] = s
     order = np.argsort(sigma, kind="stable")
     sigma, v = sigma[order], vt.T[:, order]
-    result = filter_weights(sigma, b, filter, hard_mask)
+    result = filter_weights(sigma, b, filter)
     return {"matrix": (v * result.weights) @ v.T}, sigma, result
 
 
-def _schur_equivariant(dx, dy, b, filter, hard_mask):
-    """Block-Schur construction; see the module docstring and DESIGN 3.3."""
+def _schur_equivariant(dx, dy, b, filter):
+    """Block-Schur construction; see the module docstring and docs/method.md §3."""
     sx, sy = real_schur(dx), real_schur(dy)
     lam_x = sx.real + 1j * sx.imag  # one eigenvalue per block (the one with imag >= 0)
     lam_y = sy.real + 1j * sy.imag
@@ -400,7 +392,7 @@ def _schur_equivariant(dx, dy, b, filter, hard_mask):
     )
     order = np.argsort(part_sigma, kind="stable")
     sigma = np.repeat(part_sigma[order], part_mult[order])
-    result = filter_weights(sigma, b, filter, hard_mask)
+    result = filter_weights(sigma, b, filter)
     # a part takes the largest weight of its directions (only `rank` can split a part)
     ends = np.cumsum(part_mult[order])
     part_weight = np.empty(part_sigma.size)
@@ -408,7 +400,7 @@ def _schur_equivariant(dx, dy, b, filter, hard_mask):
     f_c = part_weight[: sigma_c.size].reshape(sigma_c.shape)
     f_a = f_c.copy()
     f_a[both_pairs] = part_weight[sigma_c.size :]
-    if filter == "rank":  # report what the kept parts actually give
+    if filter.startswith("rank"):  # report what the kept parts actually give
         weights = np.repeat(part_weight[order], part_mult[order])
         kept = int(np.count_nonzero(weights == 1.0))
         b_eff = float(np.max(weights * sigma) / sigma[-1]) if sigma[-1] > 0 else 0.0

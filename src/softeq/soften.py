@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from softeq.filters import check_softness
+from softeq.filters import check_softness, resolve_filter
 from softeq.groups import PairRep, pair_generators, parse_group
 from softeq.layers import iter_soft, soften_conv, soften_linear, soften_token_grid
 from softeq.projectors import equivariant_projector, invariant_projector
@@ -86,7 +86,8 @@ def soften(
         group: ``C{n}``, ``D{n}``, ``flip`` or ``SO2``.
         softness: b in [0, 1] for kernels and linear maps (0 strict, 1 the original model).
         softness_pos: b for the positional token grid (default: ``softness``).
-        filter: ``shrink``, ``threshold`` or ``rank`` (``hard_mask`` with ``rank`` only).
+        filter: ``shrink``, ``threshold``, ``rank`` or ``rank-hard`` (docs/method.md §2);
+            ``hard_mask=True`` with ``rank`` is the same as ``rank-hard``.
         include, exclude: fnmatch patterns on qualified module names.
         min_kernel: image groups soften convs whose kernel is at least this (default 2: k > 1).
         pos_embed: soften the positional grid (None: when the model has one).
@@ -97,6 +98,7 @@ def soften(
     """
     g = parse_group(group)
     b = check_softness(softness, "softness")
+    filter = resolve_filter(filter, hard_mask)
     features = features or ("pairs" if g.kind == "SO2" else "image")
     include, exclude = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
     if any(True for _ in iter_soft(model)):
@@ -110,7 +112,6 @@ def soften(
             b,
             softness_pos,
             filter,
-            hard_mask,
             include,
             exclude,
             min_kernel,
@@ -123,7 +124,7 @@ def soften(
         for key, value in image_only.items():
             if value is not None:
                 raise ValueError(f"{key} applies to image models, not to pair features")
-        count = _soften_pairs(model, g.name, b, filter, hard_mask, include, exclude, cache_dir)
+        count = _soften_pairs(model, g.name, b, filter, include, exclude, cache_dir)
     else:
         raise ValueError(f"features must be 'image' or 'pairs', got {features!r}")
     if count == 0:
@@ -140,7 +141,6 @@ def _soften_image(
     b: float,
     softness_pos: float | None,
     filter: str,
-    hard_mask: bool,
     include: tuple[str, ...] | None,
     exclude: tuple[str, ...] | None,
     min_kernel: int,
@@ -162,9 +162,7 @@ def _soften_image(
         k_h, k_w = module.kernel_size
         if k_h != k_w:
             raise ValueError(f"{name}: kernel {k_h}x{k_w} is not square; exclude it by name")
-        projector = invariant_projector(
-            group, k_h, b, filter, hard_mask, operator, "weight", cache_dir
-        )
+        projector = invariant_projector(group, k_h, b, filter, False, operator, "weight", cache_dir)
         soften_conv(module, projector)
         count += 1
 
@@ -179,14 +177,14 @@ def _soften_image(
         if pos_embed is False or not _selected(qualified, include, exclude):
             continue
         projector = invariant_projector(
-            group, side, b_pos, filter, hard_mask, operator, "data", cache_dir
+            group, side, b_pos, filter, False, operator, "data", cache_dir
         )
         soften_token_grid(module, "pos_embed", projector, prefix)
         count += 1
     return count
 
 
-def _soften_pairs(model, group, b, filter, hard_mask, include, exclude, cache_dir) -> int:
+def _soften_pairs(model, group, b, filter, include, exclude, cache_dir) -> int:
     count = 0
     for name, module in model.named_modules():
         if not _selected(name, include, exclude):
@@ -202,16 +200,12 @@ def _soften_pairs(model, group, b, filter, hard_mask, include, exclude, cache_di
             )
         rep_in = PairRep.vectors(module.in_features)
         rep_out = PairRep.vectors(module.out_features)
-        weight = equivariant_projector(
-            group, rep_in, rep_out, b, filter, hard_mask, cache_dir=cache_dir
-        )
+        weight = equivariant_projector(group, rep_in, rep_out, b, filter, cache_dir=cache_dir)
         bias = None
         if module.bias is not None:
             out_gens = pair_generators(group, rep_out)
             trivial = [np.zeros((1, 1)) for _ in out_gens]
-            bias = equivariant_projector(
-                group, trivial, out_gens, b, filter, hard_mask, cache_dir=cache_dir
-            )
+            bias = equivariant_projector(group, trivial, out_gens, b, filter, cache_dir=cache_dir)
         soften_linear(module, weight, bias)
         count += 1
     return count

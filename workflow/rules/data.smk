@@ -9,8 +9,9 @@ rule prepare_digits:
         "logs/prepare_data/digits.log",
     conda:
         "../envs/softeq.yaml"
+    threads: 1
     shell:
-        "softeq prepare-data --dataset digits --out {output} > {log} 2>&1"
+        "softeq prepare-data --dataset digits --out {output:q} > {log:q} 2>&1"
 
 
 rule prepare_embedded:
@@ -19,18 +20,15 @@ rule prepare_embedded:
     log:
         "logs/prepare_data/{family}.log",
     wildcard_constraints:
-        family="vocdigits|synthetic",
+        family="|".join(EMBEDDED_FAMILIES),
     conda:
         "../envs/softeq.yaml"
+    threads: 1
     params:
-        protocol=lambda wildcards: json.dumps(
-            {"build": config["datasets"]["vocdigits"]}
-            if wildcards.family == "vocdigits"
-            else config["datasets"]["synthetic"]
-        ),
+        protocol=PLAN.prepare_protocol,
     shell:
         "softeq prepare-data --dataset {wildcards.family} --protocol {params.protocol:q}"
-        " --out {output} > {log} 2>&1"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule prepare_download:
@@ -39,24 +37,19 @@ rule prepare_download:
     log:
         "logs/prepare_data/{family}.log",
     wildcard_constraints:
-        family="voc|ethucy",
+        family="|".join(DOWNLOADED_FAMILIES),
     localrule: True
     conda:
         "../envs/softeq.yaml"
+    threads: 1
     params:
-        root=lambda wildcards: config["datasets"][wildcards.family]["root"] or "",
-        protocol=lambda wildcards: json.dumps(
-            {
-                k: v
-                for k, v in config["datasets"][wildcards.family].items()
-                if k != "root"
-            }
-        ),
+        root=PLAN.dataset_root,
+        protocol=PLAN.prepare_protocol,
         downloads=f"{RESOURCES}/downloads",
     shell:
         "softeq prepare-data --dataset {wildcards.family} --root {params.root:q}"
-        " --protocol {params.protocol:q} --downloads {params.downloads} --out {output}"
-        " > {log} 2>&1"
+        " --protocol {params.protocol:q} --downloads {params.downloads:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule imagenet_manifest:
@@ -67,14 +60,8 @@ rule imagenet_manifest:
     localrule: True
     conda:
         "../envs/softeq.yaml"
+    threads: 1
     params:
-        source=config["datasets"]["imagenet"]["source"],
-        root=config["datasets"]["imagenet"]["root"] or "",
-        sha256=(
-            f"--sha256 {config['datasets']['imagenet']['imagenette_sha256']}"
-            if config["datasets"]["imagenet"]["imagenette_sha256"]
-            else ""
-        ),
+        source=PLAN.imagenet_args(),
     shell:
-        "softeq prepare-data --dataset imagenet --source {params.source}"
-        " --root {params.root:q} {params.sha256} --out {output} > {log} 2>&1"
+        "softeq prepare-data --dataset imagenet {params.source} --out {output:q} > {log:q} 2>&1"

@@ -3,7 +3,7 @@
 
 rule evaluate:
     input:
-        data=data_file,
+        data=PLAN.data_file,
         model=f"{RUN}/model.pt",
         projectors=PROJECTORS,
     output:
@@ -16,23 +16,23 @@ rule evaluate:
         "../envs/softeq.yaml"
     threads: config["threads"]
     resources:
-        gpu=lambda wildcards: min(gpus(wildcards), 1),
+        gpu=lambda wildcards: min(PLAN.gpus(wildcards), 1),
         mem_mb=config["job_resources"]["evaluate"]["mem_mb"],
         runtime=config["job_resources"]["evaluate"]["runtime"],
     params:
-        eval=eval_settings,
+        eval=PLAN.eval_settings,
         seed=config["evaluate"]["seed"],
-        device=device_args(),
+        device=PLAN.device_args(),
     shell:
-        "softeq evaluate --task {wildcards.task} --data {input.data} --model {input.model}"
-        " --projectors {input.projectors} --eval {params.eval:q} --seed {params.seed}"
+        "softeq evaluate --task {wildcards.task} --data {input.data:q} --model {input.model:q}"
+        " --projectors {input.projectors:q} --eval {params.eval:q} --seed {params.seed}"
         " --dataset {wildcards.dataset} --backbone {wildcards.backbone}"
-        " --out {output} {params.device} > {log} 2>&1"
+        " --out {output:q} {params.device} > {log:q} 2>&1"
 
 
 rule aggregate:
     input:
-        lambda wildcards: metrics_for(wildcards.task, wildcards.dataset),
+        lambda wildcards: PLAN.metrics_for(wildcards.task, wildcards.dataset),
     output:
         [
             report(
@@ -47,7 +47,8 @@ rule aggregate:
         "logs/aggregate/{task}_{dataset}.log",
     conda:
         "../envs/softeq.yaml"
+    threads: 1
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "softeq aggregate --out-dir {params.out_dir} {input} > {log} 2>&1"
+        "softeq aggregate --out-dir {params.out_dir:q} {input:q} > {log:q} 2>&1"

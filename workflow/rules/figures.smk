@@ -3,7 +3,7 @@
 
 rule figures_task:
     input:
-        lambda wildcards: tables_for(wildcards.task, wildcards.dataset),
+        lambda wildcards: PLAN.tables_for(wildcards.task, wildcards.dataset),
     output:
         [
             report(
@@ -18,17 +18,18 @@ rule figures_task:
         "logs/figures/{task}_{dataset}.log",
     conda:
         "../envs/softeq.yaml"
+    threads: 1
     params:
         tables=lambda wildcards, input: os.path.dirname(input[0]),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "softeq figures --tables {params.tables} --prefix {wildcards.task}_{wildcards.dataset}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        "softeq figures --tables {params.tables:q} --prefix {wildcards.task}_{wildcards.dataset}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule figure1:
     input:
-        model=figure1_model,
+        model=PLAN.figure1_model,
     output:
         report(
             f"{RESULTS}/figures/figure1_{{backbone}}.png",
@@ -39,20 +40,19 @@ rule figure1:
         "logs/figures/figure1_{backbone}.log",
     conda:
         "../envs/softeq.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=config["job_resources"]["evaluate"]["mem_mb"],
+        runtime=config["job_resources"]["evaluate"]["runtime"],
     params:
-        model=lambda wildcards, input: f"--model {input.model}" if input.model else "",
-        spec=backbone_spec,
-        group=config["figure1"]["group"],
-        filter=config["figure1"]["filter"],
-        softness=",".join(str(b) for b in config["figure1"]["softness"]),
+        args=PLAN.figure1_args,
     shell:
-        "softeq figure1 {params.model} --backbone-spec {params.spec:q} --group {params.group}"
-        " --filter {params.filter} --softness {params.softness} --out {output} > {log} 2>&1"
+        "softeq figure1 {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule paper_table:
     input:
-        lambda wildcards: summaries_of(wildcards.task),
+        lambda wildcards: PLAN.summaries_of(wildcards.task),
     output:
         report(
             f"{RESULTS}/tables/paper_{{task}}.csv",
@@ -63,12 +63,13 @@ rule paper_table:
         "logs/figures/paper_{task}.log",
     conda:
         "../envs/softeq.yaml"
+    threads: 1
     params:
         stem=lambda wildcards, output: output[0].removesuffix(".csv"),
         reported="--reported" if config["paper_tables"]["reported"] else "",
     shell:
-        "softeq paper-table --task {wildcards.task} --out-stem {params.stem} {params.reported}"
-        " {input} > {log} 2>&1"
+        "softeq paper-table --task {wildcards.task} --out-stem {params.stem:q} {params.reported}"
+        " {input:q} > {log:q} 2>&1"
 
 
 rule ablation_filters:
@@ -84,10 +85,11 @@ rule ablation_filters:
         "logs/figures/ablation_filters_{task}_{dataset}.log",
     conda:
         "../envs/softeq.yaml"
+    threads: 1
     params:
         stem=lambda wildcards, output: output[0].removesuffix(".csv"),
     shell:
-        "softeq ablation-filters --summary {input} --out-stem {params.stem} > {log} 2>&1"
+        "softeq ablation-filters --summary {input:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
 
 rule construction_timing:
@@ -104,49 +106,29 @@ rule construction_timing:
         "benchmarks/out/construction_timing.tsv"
     conda:
         "../envs/softeq.yaml"
+    threads: 1
+    resources:
+        mem_mb=config["job_resources"]["evaluate"]["mem_mb"],
+        runtime=config["job_resources"]["evaluate"]["runtime"],
     params:
         stem=lambda wildcards, output: output.table.removesuffix(".csv"),
         widths=",".join(str(w) for w in config["construction_timing"]["widths"]),
         dense_limit=config["construction_timing"]["dense_limit"],
     shell:
         "softeq construction-timing --widths {params.widths} --dense-limit {params.dense_limit}"
-        " --out-stem {params.stem} --png {output.figure} > {log} 2>&1"
+        " --out-stem {params.stem:q} --png {output.figure:q} > {log:q} 2>&1"
 
 
 rule figures:
     input:
-        [path for task, dataset in DATASETS for path in figures_for(task, dataset)],
-        [f"{RESULTS}/figures/figure1_{b}.png" for b in config["figure1"]["backbones"]],
+        PLAN.figure_targets(),
 
 
-# one target per dataset family: tables and figures of every run on it
+# one target per configured dataset family: tables and figures of every run on it
+for family in PLAN.families:
 
-
-rule all_digits:
-    input:
-        targets({"digits"}),
-
-
-rule all_imagenet:
-    input:
-        targets({"imagenet"}),
-
-
-rule all_vocdigits:
-    input:
-        targets({"vocdigits"}),
-
-
-rule all_voc:
-    input:
-        targets({"voc"}),
-
-
-rule all_synthetic:
-    input:
-        targets({"synthetic"}),
-
-
-rule all_ethucy:
-    input:
-        targets({"ethucy"}),
+    rule:
+        name:
+            f"all_{family}"
+        input:
+            PLAN.targets({family}),

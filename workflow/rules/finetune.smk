@@ -4,7 +4,7 @@
 
 rule pretrain:
     input:
-        data=data_file,
+        data=PLAN.data_file,
     output:
         f"{RESULTS}/{{task}}/{{dataset}}/{{backbone}}/pretrained/model.pt",
     log:
@@ -15,24 +15,25 @@ rule pretrain:
         "../envs/softeq.yaml"
     threads: config["threads"]
     resources:
-        gpu=gpus,
+        gpu=PLAN.gpus,
         mem_mb=config["job_resources"]["train"]["mem_mb"],
         runtime=config["job_resources"]["train"]["runtime"],
     params:
-        spec=backbone_spec,
-        recipe=recipe_for("pretrain"),
-        seed=lambda wildcards: config["pretrain"][wildcards.task]["seed"],
-        device=device_args(),
+        spec=PLAN.backbone_spec,
+        recipe=PLAN.recipe_json("pretrain"),
+        seed=PLAN.pretrain_seed,
+        launcher=PLAN.launcher,
+        device=PLAN.device_args(),
     shell:
-        "softeq pretrain --task {wildcards.task} --data {input.data}"
+        "{params.launcher} pretrain --task {wildcards.task} --data {input.data:q}"
         " --backbone-spec {params.spec:q} --recipe {params.recipe:q} --seed {params.seed}"
-        " --checkpoint {output}.ckpt --out {output} {params.device} > {log} 2>&1"
+        " --checkpoint {output:q}.ckpt --out {output:q} {params.device} > {log:q} 2>&1"
 
 
 rule finetune:
     input:
-        data=data_file,
-        init=pretrained_input,
+        data=PLAN.data_file,
+        init=PLAN.pretrained_model,
         projectors=PROJECTORS,
     output:
         f"{RUN}/model.pt",
@@ -44,19 +45,19 @@ rule finetune:
         "../envs/softeq.yaml"
     threads: config["threads"]
     resources:
-        gpu=gpus,
+        gpu=PLAN.gpus,
         mem_mb=config["job_resources"]["train"]["mem_mb"],
         runtime=config["job_resources"]["train"]["runtime"],
     params:
-        spec=backbone_spec,
-        softening=softening,
-        recipe=recipe_for("finetune"),
-        init=init_arg,
-        launcher=launcher,
-        device=device_args(),
+        spec=PLAN.backbone_spec,
+        softening=PLAN.softening,
+        recipe=PLAN.recipe_json("finetune"),
+        init=PLAN.init_arg,
+        launcher=PLAN.launcher,
+        device=PLAN.device_args(),
     shell:
-        "{params.launcher} finetune --task {wildcards.task} --data {input.data}"
+        "{params.launcher} finetune --task {wildcards.task} --data {input.data:q}"
         " --dataset {wildcards.dataset} {params.init} --backbone-spec {params.spec:q}"
-        " --softening {params.softening:q} --projectors {input.projectors}"
-        " --recipe {params.recipe:q} --seed {wildcards.seed} --checkpoint {output}.ckpt"
-        " --out {output} {params.device} > {log} 2>&1"
+        " --softening {params.softening:q} --projectors {input.projectors:q}"
+        " --recipe {params.recipe:q} --seed {wildcards.seed} --checkpoint {output:q}.ckpt"
+        " --out {output:q} {params.device} > {log:q} 2>&1"

@@ -4,7 +4,7 @@
 
 rule projectors:
     input:
-        data=data_file,
+        data=PLAN.data_file,
     output:
         directory(PROJECTORS),
     log:
@@ -13,10 +13,14 @@ rule projectors:
         f"benchmarks/out/projectors/{RUN_DIR}.tsv"
     conda:
         "../envs/softeq.yaml"
+    threads: 1
+    resources:
+        mem_mb=config["job_resources"]["projectors"]["mem_mb"],
+        runtime=config["job_resources"]["projectors"]["runtime"],
     params:
-        spec=backbone_spec,
-        softening=softening,
+        spec=PLAN.backbone_spec,
+        softening=PLAN.softening,
     shell:
-        "softeq projectors --task {wildcards.task} --data {input.data}"
+        "softeq projectors --task {wildcards.task} --data {input.data:q}"
         " --backbone-spec {params.spec:q} --softening {params.softening:q}"
-        " --out {output} > {log} 2>&1"
+        " --out {output:q} > {log:q} 2>&1"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from softeq.stages.common import (
-    parse_softening,
+    load_softening,
     setup_device,
     soften_from,
     write_metrics,
@@ -86,7 +86,7 @@ def projectors(args: argparse.Namespace) -> None:
     """Build and save the backbone's projectors (random weights: no download)."""
     setup_device(args)
     _, model = _backbone(args.backbone_spec, 10, random_init=True)
-    write_projectors(model, parse_softening(args.softening), args.out)
+    write_projectors(model, args.softening, args.out)
 
 
 def finetune(args: argparse.Namespace) -> None:
@@ -96,7 +96,7 @@ def finetune(args: argparse.Namespace) -> None:
     from softeq.engine.classification import Recipe
 
     device = setup_device(args)
-    softening = parse_softening(args.softening)
+    softening = args.softening
     recipe = Recipe.from_dict(args.recipe, "--recipe")
     classes = num_classes(args.data)
     torch.manual_seed(args.seed)
@@ -109,7 +109,7 @@ def finetune(args: argparse.Namespace) -> None:
             raise SystemExit(f"{args.init}: trained with another backbone spec")
         model.load_state_dict(init.get("model_ema") or init["model"])
     soften_from(model, softening, args.projectors)
-    _train_and_save(args, model, spec, recipe, classes, device, {"softening": softening})
+    _train_and_save(args, model, spec, recipe, classes, device, {"softening": softening.to_dict()})
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -120,7 +120,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
     device = setup_device(args)
     state = load_checkpoint(args.model)
-    softening = state.get("softening")
+    softening = load_softening(state, args.model)
     spec, model = _backbone(state["backbone"], state["num_classes"], random_init=True)
     if softening is not None:
         soften_from(model, softening, args.projectors)

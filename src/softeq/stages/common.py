@@ -1,4 +1,4 @@
-"""What every stage shares: device set-up, softening from its JSON, checkpoints, provenance."""
+"""What every stage shares: device set-up, softening a model, projector files, provenance."""
 
 from __future__ import annotations
 
@@ -12,24 +12,16 @@ from typing import Any
 
 from torch import nn
 
+from softeq.spec import Softening
+
 __all__ = [
-    "SOFTENING_KEYS",
-    "parse_softening",
+    "load_softening",
     "provenance",
     "setup_device",
     "soften_from",
     "write_metrics",
+    "write_projectors",
 ]
-
-SOFTENING_KEYS = {
-    "group",
-    "softness",
-    "softness_pos",
-    "filter",
-    "hard_mask",
-    "operator",
-    "features",
-}
 
 
 def setup_device(args: argparse.Namespace) -> str:
@@ -46,41 +38,20 @@ def setup_device(args: argparse.Namespace) -> str:
     return device
 
 
-def parse_softening(values: dict[str, Any]) -> dict[str, Any]:
-    """Check a --softening object: known keys, and at least a group and a softness."""
-    unknown = set(values) - SOFTENING_KEYS
-    if unknown:
-        raise SystemExit(f"--softening: unknown keys {sorted(unknown)}")
-    if "group" not in values or "softness" not in values:
-        raise SystemExit("--softening needs at least 'group' and 'softness'")
-    return values
+def load_softening(state: dict[str, Any], where: str) -> Softening | None:
+    """The softening a checkpoint was trained with (None for a plain model)."""
+    values = state.get("softening")
+    return None if values is None else Softening.from_dict(values, f"{where}: softening")
 
 
-def soften_from(model: nn.Module, softening: dict[str, Any], cache_dir: str | None) -> nn.Module:
-    """softeq.soften with the settings of a --softening object (projectors read from cache_dir).
-
-    A positional softness equal to the softness is the default, which models without a
-    positional grid accept; any other value on such a model raises.
-    """
+def soften_from(model: nn.Module, softening: Softening, cache_dir: str | None) -> nn.Module:
+    """softeq.soften with ``softening``'s settings (projectors read from ``cache_dir``)."""
     import softeq
 
-    softness_pos = softening.get("softness_pos")
-    if softness_pos == softening["softness"]:
-        softness_pos = None
-    return softeq.soften(
-        model,
-        softening["group"],
-        softening["softness"],
-        softness_pos=softness_pos,
-        filter=softening.get("filter", "shrink"),
-        hard_mask=softening.get("hard_mask", False),
-        operator=softening.get("operator"),
-        features=softening.get("features"),
-        cache_dir=cache_dir,
-    )
+    return softeq.soften(model, **softening.soften_kwargs(), cache_dir=cache_dir)
 
 
-def write_projectors(model: nn.Module, softening: dict[str, Any], out: str | Path) -> None:
+def write_projectors(model: nn.Module, softening: Softening, out: str | Path) -> None:
     """Soften ``model`` with projector files written to ``out``, plus a manifest of its layers."""
     from softeq.bounds import report
     from softeq.io import write_json
@@ -89,7 +60,8 @@ def write_projectors(model: nn.Module, softening: dict[str, Any], out: str | Pat
     soften_from(model, softening, str(out))
     records = [r.as_dict() for r in report(model)]
     files = sorted(p.name for p in out.glob("*.safetensors"))
-    write_json({"softening": softening, "layers": records, "files": files}, out / "manifest.json")
+    manifest = {"softening": softening.to_dict(), "layers": records, "files": files}
+    write_json(manifest, out / "manifest.json")
 
 
 def _git_commit() -> str:
@@ -119,7 +91,11 @@ def provenance(args: argparse.Namespace, device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": device,
         "command": " ".join(sys.argv[1:2]),
-        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "config": {
+            k: v.to_dict() if isinstance(v, Softening) else v
+            for k, v in vars(args).items()
+            if k != "func"
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -127,7 +103,7 @@ def provenance(args: argparse.Namespace, device: str) -> dict[str, Any]:
 def write_metrics(
     args: argparse.Namespace,
     task: str,
-    softening: dict[str, Any] | None,
+    softening: Softening | None,
     result: dict[str, Any],
     model: nn.Module,
     device: str,
@@ -138,19 +114,16 @@ def write_metrics(
     from softeq.bounds import report
     from softeq.io import write_json
 
-    softening = softening or {"group": "none", "softness": 1.0, "filter": "none"}
-    softness = float(softening["softness"])
-    pos = softening.get("softness_pos")
+    setting = (
+        {"group": "none", "filter": "none", "softness": 1.0, "softness_pos": 1.0}
+        if softening is None
+        else {k: v for k, v in softening.to_dict().items() if k not in ("operator", "features")}
+    )
     out = {
         "task": task,
         "dataset": args.dataset,
         "backbone": args.backbone,
-        "group": softening["group"],
-        "filter": (
-            "rank-hard" if softening.get("hard_mask") else softening.get("filter", "shrink")
-        ),
-        "softness": softness,
-        "softness_pos": softness if pos is None else float(pos),
+        **setting,
         "seed": args.seed,
         **result,
         "bounds": [r.as_dict() for r in report(model)],

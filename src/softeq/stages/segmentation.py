@@ -12,7 +12,7 @@ from torch import nn
 
 from softeq.io import read_manifest
 from softeq.stages.common import (
-    parse_softening,
+    load_softening,
     setup_device,
     soften_from,
     write_metrics,
@@ -94,7 +94,7 @@ def projectors(args: argparse.Namespace) -> None:
     """Build and save the segmenter's projectors (random weights: no download)."""
     setup_device(args)
     model = _segmenter(args.backbone_spec, 21, random_init=True)
-    write_projectors(model, parse_softening(args.softening), args.out)
+    write_projectors(model, args.softening, args.out)
 
 
 def finetune(args: argparse.Namespace) -> None:
@@ -102,7 +102,7 @@ def finetune(args: argparse.Namespace) -> None:
     from softeq.engine.checkpoint import load_checkpoint
 
     device = setup_device(args)
-    softening = parse_softening(args.softening)
+    softening = args.softening
     manifest = _manifest(args.data)
     torch.manual_seed(args.seed)
     model = _segmenter(args.backbone_spec, manifest["num_classes"], args.init is not None)
@@ -112,7 +112,7 @@ def finetune(args: argparse.Namespace) -> None:
             raise SystemExit(f"{args.init}: trained with another model spec")
         model.load_state_dict(init["model"])
     soften_from(model, softening, args.projectors)
-    _train_and_save(args, model, manifest, device, {"softening": softening})
+    _train_and_save(args, model, manifest, device, {"softening": softening.to_dict()})
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -123,7 +123,7 @@ def evaluate(args: argparse.Namespace) -> None:
     device = setup_device(args)
     manifest = _manifest(args.data)
     state = load_checkpoint(args.model)
-    softening = state.get("softening")
+    softening = load_softening(state, args.model)
     model = _segmenter(state["backbone"], state["num_classes"], random_init=True)
     if softening is not None:
         soften_from(model, softening, args.projectors)

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from softeq.io import read_manifest
+from softeq.spec import Softening
 from softeq.stages.common import (
-    parse_softening,
+    load_softening,
     setup_device,
     soften_from,
     write_metrics,
@@ -56,11 +57,11 @@ def _scene(dataset: str) -> str:
     return dataset.split("-", 1)[1]
 
 
-def _soften_or_check(model: nn.Module, softening: dict, cache_dir: str | None) -> None:
+def _soften_or_check(model: nn.Module, softening: Softening, cache_dir: str | None) -> None:
     """Soften a learned model; a parameter-free baseline is only meaningful at b = 1."""
     if any(True for _ in model.parameters()):
-        soften_from(model, {**softening, "features": "pairs"}, cache_dir)
-    elif softening["softness"] != 1.0:
+        soften_from(model, softening.with_features("pairs"), cache_dir)
+    elif softening.softness != 1.0:
         raise SystemExit(f"{type(model).__name__} has no weights to soften: use softness 1")
 
 
@@ -72,7 +73,7 @@ def projectors(args: argparse.Namespace) -> None:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "manifest.json").write_text('{"layers": []}\n')
         return
-    write_projectors(model, {**parse_softening(args.softening), "features": "pairs"}, args.out)
+    write_projectors(model, args.softening.with_features("pairs"), args.out)
 
 
 def finetune(args: argparse.Namespace) -> None:
@@ -83,7 +84,7 @@ def finetune(args: argparse.Namespace) -> None:
     if args.init is not None:
         raise SystemExit("trajectory models train from scratch: --init does not apply")
     device = setup_device(args)
-    softening = parse_softening(args.softening)
+    softening = args.softening
     manifest = _manifest(args.data)
     torch.manual_seed(args.seed)
     model = _model(args.backbone_spec, manifest)
@@ -99,7 +100,7 @@ def finetune(args: argparse.Namespace) -> None:
         {
             "model": model.state_dict(),
             "backbone": args.backbone_spec,
-            "softening": softening,
+            "softening": softening.to_dict(),
             "history": history,
         },
         args.out,
@@ -114,7 +115,7 @@ def evaluate(args: argparse.Namespace) -> None:
     device = setup_device(args)
     manifest = _manifest(args.data)
     state = load_checkpoint(args.model)
-    softening = state["softening"]
+    softening = load_softening(state, args.model)
     model = _model(state["backbone"], manifest)
     _soften_or_check(model, softening, args.projectors)
     model.load_state_dict(state["model"])

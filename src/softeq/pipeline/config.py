@@ -1,49 +1,24 @@
-"""The workflow's config semantics: which runs a config asks for, and where their files go.
+"""Config semantics: which runs a config asks for, checked before any job runs.
 
 The Snakefile validates the config against ``workflow/schemas/config.schema.yaml`` (types, ranges,
-unknown keys, defaults) and then calls :func:`resolve`, which checks what a schema cannot (an
-experiment naming a backbone the config does not define, a group that cannot act on the task)
-and expands every experiment into :class:`Run` records.  Errors name the config key.
-
-Path grammar (DESIGN 5, with the filter and positional softness added so that ablations do not
-collide)::
-
-    {task}/{dataset}/{backbone}/{group}_{filter}/b~{softness}_pos~{softness_pos}/seed~{seed}
+unknown keys, defaults) and then :func:`resolve` checks what a schema cannot (an experiment
+naming a backbone the config does not define, a group that cannot act on the task) and expands
+every experiment into :class:`Run` records.  Errors name the config key.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from softeq.groups import parse_group
+from softeq.spec import Softening
 
-__all__ = [
-    "WILDCARDS",
-    "ConfigError",
-    "Run",
-    "fmt_softness",
-    "resolve",
-    "softening_for",
-    "validate_config",
-]
-
-WILDCARDS = {
-    "task": r"classification|segmentation|trajectory",
-    "dataset": r"[a-z0-9]+(-[a-z0-9]+)?",
-    "backbone": r"[a-z0-9]+",
-    "group": r"C[1-9][0-9]*|D[1-9][0-9]*|flip|SO2",
-    "filter": r"shrink|threshold|rank|rank-hard",
-    "softness": r"0|1|0\.[0-9]+",
-    "softness_pos": r"0|1|0\.[0-9]+",
-    "seed": r"[0-9]+",
-}
-"""Regular expressions constraining every wildcard of the workflow."""
+__all__ = ["DATASETS", "ConfigError", "Run", "resolve", "task_of", "validate_config"]
 
 IMAGE_TASKS = {"classification", "segmentation"}
 
@@ -87,14 +62,6 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     return config
 
 
-def fmt_softness(value: float) -> str:
-    """Softness as it appears in paths: shortest exact form (0, 0.25, 1)."""
-    text = f"{float(value):.6g}"
-    if "e" in text:
-        raise ConfigError(f"softness {value!r} needs at most 6 significant digits")
-    return text
-
-
 @dataclass(frozen=True)
 class Run:
     """One fine-tuning + evaluation: a point of an experiment's grid."""
@@ -102,43 +69,13 @@ class Run:
     task: str
     dataset: str
     backbone: str
-    group: str
-    filter: str
-    softness: float
-    softness_pos: float
+    softening: Softening
     seed: int
 
     @property
     def path(self) -> str:
-        return (
-            f"{self.task}/{self.dataset}/{self.backbone}/{self.group}_{self.filter}/"
-            f"b~{fmt_softness(self.softness)}_pos~{fmt_softness(self.softness_pos)}/"
-            f"seed~{self.seed}"
-        )
-
-    @property
-    def projector_path(self) -> str:
-        return (
-            f"{self.backbone}/{self.group}_{self.filter}/"
-            f"b~{fmt_softness(self.softness)}_pos~{fmt_softness(self.softness_pos)}"
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def softening_for(group: str, filter: str, softness: float, softness_pos: float) -> str:
-    """The JSON ``--softening`` argument of ``softeq projectors / finetune``."""
-    return json.dumps(
-        {
-            "group": group,
-            "filter": "rank" if filter == "rank-hard" else filter,
-            "hard_mask": filter == "rank-hard",
-            "softness": float(softness),
-            "softness_pos": float(softness_pos),
-        },
-        sort_keys=True,
-    )
+        """``{task}/{dataset}/{backbone}/group~../filter~../b~.._pos~../seed~{seed}``."""
+        return f"{self.task}/{self.dataset}/{self.backbone}/{self.softening.path}/seed~{self.seed}"
 
 
 TASK_OF_SPEC = {"timm": "classification", "arch": "segmentation", "preset": "trajectory"}
@@ -239,8 +176,11 @@ def resolve(config: dict[str, Any]) -> list[Run]:
             exp.get("seeds", [0]),
         )
         for dataset, backbone, group, filter, b, seed in grid:
-            b_pos = float(b if pos is None else pos)
-            runs.append(Run(task, dataset, backbone, group, filter, float(b), b_pos, int(seed)))
+            try:
+                softening = Softening(group, b, pos, filter)
+            except ValueError as error:
+                raise ConfigError(f"{where}: {error}") from error
+            runs.append(Run(task, dataset, backbone, softening, int(seed)))
     for j, backbone in enumerate((config.get("figure1") or {}).get("backbones", [])):
         if backbone not in backbones or task_of(backbones[backbone]) != "classification":
             raise ConfigError(f"figure1.backbones[{j}]: {backbone!r} is not a defined classifier")

@@ -1,0 +1,235 @@
+"""Where every file of a config's runs goes, and what each rule reads (docs/conventions.md §2).
+
+The Snakemake rules are path plumbing: their path patterns, input functions, targets and the
+JSON arguments they hand to ``softeq <stage>`` all come from one :class:`Plan` of the validated
+config.  Input functions take Snakemake's ``wildcards`` object (anything with the attributes).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from softeq.pipeline.config import Run, resolve
+from softeq.spec import PATH_TEMPLATE, WILDCARD_PATTERNS, Softening
+
+__all__ = [
+    "DOWNLOADED_FAMILIES",
+    "EMBEDDED_FAMILIES",
+    "FIGURES",
+    "RUN_DIR",
+    "TABLES",
+    "WILDCARDS",
+    "Plan",
+    "family_of",
+]
+
+RUN_DIR = "{task}/{dataset}/{backbone}/" + PATH_TEMPLATE
+"""A run's folder below results/ (and its projectors' below resources/projectors/)."""
+
+WILDCARDS = {
+    "task": r"classification|segmentation|trajectory",
+    "dataset": r"[a-z0-9]+(-[a-z0-9]+)?",
+    "backbone": r"[a-z0-9]+",
+    **WILDCARD_PATTERNS,
+    "seed": r"[0-9]+",
+}
+"""Regular expressions constraining every wildcard of the workflow."""
+
+TABLES = ("summary", "runs", "bounds", "angles")
+FIGURES = ("tunability", "bounds", "angles")
+EMBEDDED_FAMILIES = ("vocdigits", "synthetic")  # built offline from a protocol
+DOWNLOADED_FAMILIES = ("voc", "ethucy")  # fetched (checksummed) unless a local root is given
+
+
+def family_of(dataset: str) -> str:
+    """The dataset family: trajectory datasets are named ``<family>-<scene>``."""
+    return dataset.split("-", 1)[0]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _paths(value: Any) -> list[str]:
+    """A Snakemake named input as a list of paths (it is a string or a list of them)."""
+    return [value] if isinstance(value, str) else [str(path) for path in value]
+
+
+class Plan:
+    """The file plan of one validated config."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.results = config["results"]
+        self.resources = config["resources"]
+        self.runs: list[Run] = resolve(config)
+        self.datasets = sorted({(run.task, run.dataset) for run in self.runs})
+        self.tasks = sorted({run.task for run in self.runs})
+        self.families = sorted({family_of(dataset) for _, dataset in self.datasets})
+        self.run_dir = f"{self.results}/{RUN_DIR}/seed~{{seed}}"
+        self.projectors_dir = f"{self.resources}/projectors/{RUN_DIR}"
+        self.log_stem = f"{RUN_DIR}/seed~{{seed}}"
+
+    # ---- job arguments -----------------------------------------------------------------------
+
+    def data_file(self, wildcards: Any) -> str:
+        """The file a job reads for its dataset: the embedded digits, or a dataset manifest."""
+        if wildcards.dataset == "digits":
+            return f"{self.resources}/data/digits.safetensors"
+        return f"{self.resources}/data/{family_of(wildcards.dataset)}.json"
+
+    def backbone_spec(self, wildcards: Any) -> str:
+        """The backbone's model spec (JSON), without its recipe overrides."""
+        spec = dict(self.config["backbones"][wildcards.backbone])
+        spec.pop("recipe", None)
+        return _json(spec)
+
+    def recipe(self, stage: str, task: str, backbone: str) -> dict[str, Any]:
+        """The task's recipe of ``stage``, with the backbone's overrides when fine-tuning."""
+        recipe = dict((self.config.get(stage) or {}).get(task, {}).get("recipe", {}))
+        if stage == "finetune":
+            recipe.update(self.config["backbones"][backbone].get("recipe", {}))
+        return recipe
+
+    def recipe_json(self, stage: str):
+        """An input function giving the recipe of ``stage`` as JSON."""
+        return lambda wildcards: _json(self.recipe(stage, wildcards.task, wildcards.backbone))
+
+    def pretrain_seed(self, wildcards: Any) -> int:
+        return self.config["pretrain"][wildcards.task]["seed"]
+
+    def eval_settings(self, wildcards: Any) -> str:
+        return _json(self.config["evaluate"][wildcards.task])
+
+    @staticmethod
+    def softening(wildcards: Any) -> str:
+        """The ``--softening`` JSON of a job, from its path's wildcards."""
+        return Softening.from_wildcards(wildcards).to_json()
+
+    def device_args(self) -> str:
+        return f"--device {self.config['device']} --threads {self.config['threads']}"
+
+    def gpus(self, wildcards: Any) -> int:
+        """GPUs a training job requests: none for a model without weights."""
+        spec = self.config["backbones"][wildcards.backbone]
+        return 0 if spec.get("preset") == "constant_velocity" else self.config["gpus"]
+
+    def launcher(self, wildcards: Any) -> str:
+        """torchrun for data-parallel training on several GPUs, the plain CLI otherwise."""
+        gpus = self.gpus(wildcards)
+        if gpus > 1:
+            return f"torchrun --standalone --nproc_per_node={gpus} -m softeq.cli"
+        return "softeq"
+
+    def pretrained_model(self, wildcards: Any) -> list[str]:
+        """The stand-in pre-trained model a fine-tune starts from (none without ``pretrain``)."""
+        if wildcards.task not in self.config["pretrain"]:
+            return []
+        w = wildcards
+        return [f"{self.results}/{w.task}/{w.dataset}/{w.backbone}/pretrained/model.pt"]
+
+    @staticmethod
+    def init_arg(wildcards: Any, input: Any) -> str:
+        """``--init <model>`` when the fine-tune starts from a pre-trained file, else nothing."""
+        paths = _paths(input.init)
+        return f"--init {shlex.quote(paths[0])}" if paths else ""
+
+    def prepare_protocol(self, wildcards: Any) -> str:
+        """The protocol JSON of a dataset family's prepare job (its root travels apart)."""
+        settings = dict(self.config["datasets"][wildcards.family])
+        if wildcards.family == "vocdigits":
+            return _json({"build": settings})
+        settings.pop("root", None)
+        return _json(settings)
+
+    def dataset_root(self, wildcards: Any) -> str:
+        return self.config["datasets"][wildcards.family].get("root") or ""
+
+    def imagenet_args(self) -> str:
+        """``--source S --root R [--sha256 H]`` of the ImageNet manifest job, shell-quoted."""
+        settings = self.config["datasets"]["imagenet"]
+        args = ["--source", settings["source"], "--root", settings["root"] or ""]
+        if settings["imagenette_sha256"]:
+            args += ["--sha256", settings["imagenette_sha256"]]
+        return shlex.join(args)
+
+    # ---- outputs and targets -----------------------------------------------------------------
+
+    def metrics_for(self, task: str, dataset: str) -> list[str]:
+        return [
+            f"{self.results}/{run.path}/metrics.json"
+            for run in self.runs
+            if (run.task, run.dataset) == (task, dataset)
+        ]
+
+    def tables_for(self, task: str, dataset: str) -> list[str]:
+        return [f"{self.results}/tables/{task}_{dataset}_{name}.csv" for name in TABLES]
+
+    def figures_for(self, task: str, dataset: str) -> list[str]:
+        return [f"{self.results}/figures/{task}_{dataset}_{name}.png" for name in FIGURES]
+
+    def summaries_of(self, task: str) -> list[str]:
+        return [
+            f"{self.results}/tables/{task}_{dataset}_summary.csv"
+            for t, dataset in self.datasets
+            if t == task
+        ]
+
+    def filter_ablations(self) -> list[tuple[str, str]]:
+        """(task, dataset) pairs with several filters at one softness: the filter comparison."""
+        filters: dict[tuple, set[str]] = {}
+        for run in self.runs:
+            key = (run.task, run.dataset, run.backbone, run.softening.softness)
+            filters.setdefault(key, set()).add(run.softening.filter)
+        return sorted({key[:2] for key, names in filters.items() if len(names) > 1})
+
+    def figure1_outputs(self) -> list[str]:
+        return [f"{self.results}/figures/figure1_{b}.png" for b in self.figure1_backbones()]
+
+    def figure1_backbones(self) -> list[str]:
+        return list(self.config["figure1"]["backbones"])
+
+    def figure1_model(self, wildcards: Any) -> list[str]:
+        """The plain classifier of Figure 1: the stand-in pre-trained model, else hub weights."""
+        if "classification" not in self.config["pretrain"]:
+            return []
+        dataset = self.config["figure1"]["dataset"]
+        return [f"{self.results}/classification/{dataset}/{wildcards.backbone}/pretrained/model.pt"]
+
+    def figure1_args(self, wildcards: Any, input: Any) -> str:
+        """The arguments of ``softeq figure1``: the model file, or the spec for hub weights."""
+        settings = self.config["figure1"]
+        models = _paths(input.model)
+        args = (
+            ["--model", models[0]] if models else ["--backbone-spec", self.backbone_spec(wildcards)]
+        )
+        args += ["--group", settings["group"], "--filter", settings["filter"]]
+        args += ["--softness", ",".join(str(b) for b in settings["softness"])]
+        return shlex.join(str(arg) for arg in args)
+
+    def paper_outputs(self) -> list[str]:
+        """Figure 1, the paper tables and the ablations."""
+        outputs = self.figure1_outputs()
+        outputs += [f"{self.results}/tables/paper_{task}.csv" for task in self.tasks]
+        outputs += [
+            f"{self.results}/tables/ablation_filters_{t}_{d}.csv"
+            for t, d in self.filter_ablations()
+        ]
+        outputs.append(f"{self.results}/figures/ablation_construction_timing.png")
+        return outputs
+
+    def figure_targets(self) -> list[str]:
+        """Every figure drawn from tables (what ``snakemake figures`` regenerates)."""
+        paths = [p for task, dataset in self.datasets for p in self.figures_for(task, dataset)]
+        return paths + self.figure1_outputs()
+
+    def targets(self, families: set[str] | None = None) -> list[str]:
+        """Tables and figures of every (task, dataset), or of the given dataset families."""
+        return [
+            path
+            for task, dataset in self.datasets
+            if families is None or family_of(dataset) in families
+            for path in self.tables_for(task, dataset) + self.figures_for(task, dataset)
+        ]
