@@ -188,7 +188,7 @@ class PairGate(nn.Module):
     """The pair-wise gated nonlinearity v -> v * sigmoid(|v| + c), one learnable c per pair.
 
     It only rescales each (x, y) pair by a function of its norm, so it commutes with rotations
-    of every pair: the nonlinearity of the SO(2)-equivariant networks (DESIGN 3.5).
+    of every pair: the nonlinearity of the SO(2)-equivariant networks (docs/method.md §5).
     """
 
     def __init__(self, width: int) -> None:
