@@ -112,3 +112,41 @@ def test_bad_config_fails_before_any_job_runs(config, tmp_path, edit, key):
     assert key in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
     assert not (tmp_path / "resources").exists()
+
+
+def test_plan_gives_rules_their_paths_and_arguments(config):
+    from types import SimpleNamespace
+
+    from softeq.pipeline import Plan
+    from softeq.spec import Softening
+
+    validate_config(config, SCHEMA)
+    plan = Plan(config)
+    assert plan.families == ["digits", "synthetic", "vocdigits"]
+    assert plan.filter_ablations() == [("classification", "digits")]
+    digits = plan.targets({"digits"})
+    assert "results/tables/classification_digits_summary.csv" in digits
+    assert all("classification_digits" in path for path in digits)
+    wildcards = SimpleNamespace(
+        task="classification",
+        dataset="digits",
+        backbone="vit",
+        group="C4",
+        filter="rank-hard",
+        softness="0.5",
+        softness_pos="0.25",
+        seed="0",
+    )
+    assert Softening.from_json(plan.softening(wildcards)).path == (
+        "group~C4/filter~rank-hard/b~0.5_pos~0.25"
+    )
+    assert plan.run_dir.format(**vars(wildcards)) == (
+        "results/classification/digits/vit/group~C4/filter~rank-hard/b~0.5_pos~0.25/seed~0"
+    )
+    # recipes merge the task's with the backbone's overrides; shell arguments are quoted
+    config["backbones"]["vit"]["recipe"] = {"lr": 0.1}
+    assert Plan(config).recipe("finetune", "classification", "vit")["lr"] == 0.1
+    assert Plan(config).recipe("pretrain", "classification", "vit")["lr"] == 1e-3
+    init = SimpleNamespace(init=["my results/model.pt"])
+    assert plan.init_arg(wildcards, init) == "--init 'my results/model.pt'"
+    assert plan.init_arg(wildcards, SimpleNamespace(init=[])) == ""
