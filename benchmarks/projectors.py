@@ -7,8 +7,9 @@
    permutation actions) against a plain dense SVD of the same operator, and the cost of asking
    for the same key again (every layer that shares it).
 2. Equivariant pair-layer projectors (SO(2), widths 16..128): block-Schur against the dense
-   Kronecker SVD, with their largest disagreement; the dense path is skipped where its O(d^6)
-   cost, extrapolated from the previous width, would exceed a minute.
+   Kronecker SVD, with their largest disagreement (the measurement of ``softeq.timing``, which
+   the workflow's construction-timing ablation also uses); the dense path is skipped where its
+   O(d^6) cost, extrapolated from the previous width, would exceed a minute.
 3. Training-step cost (forward + backward) of a ViT-Small with soft patch embedding and
    positional grid against the plain model, and of the folded model.
 Times drift between runs on a shared machine; the ratios, measured side by side, are the result.
@@ -26,8 +27,9 @@ import torch
 
 import softeq
 from softeq.filters import filter_weights
-from softeq.groups import PairRep, grid_generators
-from softeq.projectors import clear_cache, equivariant_projector, invariant_projector
+from softeq.groups import grid_generators
+from softeq.projectors import clear_cache, invariant_projector
+from softeq.timing import max_abs_diff, time_projector_build
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -73,17 +75,13 @@ def bench_grids(sizes: list[int], repeats: int) -> None:
 
 
 def bench_pairs(widths: list[int], dense_limit_s: float) -> None:
+    """The construction-timing measurement of the workflow (``softeq.timing``), at larger widths:
+    block-Schur best of 3, dense once, skipped where its extrapolated cost exceeds the limit."""
     print("\n## Equivariant SO(2) pair-layer projectors (shrink, b = 0.5), width d_in = d_out")
     print(f"{'width':>6} {'schur s':>9} {'dense s':>9} {'speed-up':>9} {'max |diff|':>11}")
     dense_estimate = 0.0
     for width in widths:
-        rep = PairRep.vectors(width)
-
-        def build(method, rep=rep):
-            clear_cache()
-            return equivariant_projector("SO2", rep, rep, 0.5, method=method)
-
-        schur_s = _best_of(lambda: build("schur"), 3)
+        schur_s, schur = time_projector_build(width, "schur", repeats=3)
         if dense_estimate > dense_limit_s:
             print(
                 f"{width:>6} {schur_s:9.4f} {'skipped':>9} {'':>9} {'':>11}"
@@ -91,12 +89,8 @@ def bench_pairs(widths: list[int], dense_limit_s: float) -> None:
             )
             dense_estimate *= 64
             continue
-        start = time.perf_counter()
-        dense = build("dense")
-        dense_s = time.perf_counter() - start
-        schur = build("schur")
-        w = torch.randn(width, width, dtype=torch.float64)
-        diff = float((dense.apply(w) - schur.apply(w)).abs().max())
+        dense_s, dense = time_projector_build(width, "dense")
+        diff = max_abs_diff(dense, schur, width)
         print(f"{width:>6} {schur_s:9.4f} {dense_s:9.3f} {dense_s / schur_s:8.0f}x {diff:11.1e}")
         dense_estimate = dense_s * 64  # SVD of a (d^2 x d^2) operator: O(d^6)
 

@@ -14,7 +14,13 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.image import imread  # noqa: E402
 
-from softeq.figures.aggregate import (  # noqa: E402
+from softeq.figures.plots import (  # noqa: E402
+    plot_bounds,
+    plot_error_vs_angle,
+    plot_tunability,
+)
+from softeq.figures.style import DPI, PANEL_W  # noqa: E402
+from softeq.results.aggregate import (  # noqa: E402
     IDENTITY,
     aggregate,
     angles_table,
@@ -23,13 +29,6 @@ from softeq.figures.aggregate import (  # noqa: E402
     read_table,
     summarise,
     write_table,
-)
-from softeq.figures.plots import (  # noqa: E402
-    DPI,
-    PANEL_W,
-    plot_bounds,
-    plot_error_vs_angle,
-    plot_tunability,
 )
 
 BACKBONES = ("vit", "resnet")

@@ -16,24 +16,28 @@ timm = pytest.importorskip("timm")
 
 from matplotlib.image import imread  # noqa: E402
 
-from softeq.figures.figure1 import (  # noqa: E402
+from softeq.figures.timing import plot_construction_timing  # noqa: E402
+from softeq.metrics.feature_maps import (  # noqa: E402
     default_image,
     default_input_size,
     figure1_data,
     first_layer,
-    render_figure1,
 )
-from softeq.figures.paper_tables import (  # noqa: E402
-    REPORTED,
-    latex_escape,
-    measure_construction_timing,
-    paper_table,
-    plot_construction_timing,
-    setting_label,
+from softeq.results.ablations import (  # noqa: E402
     write_construction_timing,
     write_filter_ablation,
-    write_paper_table,
 )
+from softeq.results.columns import setting_label  # noqa: E402
+from softeq.results.paper_tables import paper_table, write_paper_table  # noqa: E402
+from softeq.results.reported import (  # noqa: E402
+    REPORTED,
+    SECONDARY,
+    read_reported,
+    reported_numbers,
+)
+from softeq.results.writers import latex_escape  # noqa: E402
+from softeq.stages.figures import render_figure1  # noqa: E402
+from softeq.timing import measure_construction_timing  # noqa: E402
 
 # ------------------------------------------------------------------------------------- figure 1
 
@@ -411,3 +415,101 @@ def test_construction_timing_measure_table_and_plot(tmp_path):
     assert "Dense SVD (s)" in paths[2].read_text()
     png = plot_construction_timing(csv, tmp_path / "timing.png")
     assert png.stat().st_size > 5_000
+
+
+# ------------------------------------------------------------------ reported numbers, layering
+
+
+def test_shipped_reported_numbers_round_trip_into_the_tables(tmp_path):
+    numbers = read_reported()
+    assert {n.source for n in numbers} == {SECONDARY}  # none checked against the PDF yet
+    assert all(n.task and n.metric and math.isfinite(n.value) for n in numbers)
+    csv = _summary(tmp_path, "classification_imagenet", _cls_rows())
+    rows = paper_table(csv, "classification", reported=True).set_index(["backbone", "setting"])
+    shown = 0
+    for n in numbers:
+        if n.task != "classification" or n.backbone not in ("vitb16", "resnet50"):
+            continue
+        row = rows.loc[(n.backbone, f"reported: {n.setting}")]
+        assert row[n.metric] == n.value and row["source"] == "reported (s)"
+        shown += 1
+    assert shown == 20  # vitb16: 3 settings x 4 metrics, resnet50: 2 x 4
+
+
+def test_reported_csv_source_column_reaches_the_table(tmp_path):
+    reported = tmp_path / "reported.csv"
+    reported.write_text(
+        "task,dataset,backbone,setting,metric,value,source,note\n"
+        "classification,imagenet,resnet50,ours,acc,77.96,paper Table 1,\n"
+        "classification,imagenet,resnet50,ours,inv_error,0.11,secondary source,summary\n"
+        "classification,imagenet,resnet50,base,acc,77.91,paper Table 1,\n"
+    )
+    csv = _summary(tmp_path, "classification_imagenet", _cls_rows())
+    paths = write_paper_table(
+        csv, "classification", tmp_path / "t1", reported=True, reported_csv=reported
+    )
+    df = pd.read_csv(paths[0]).set_index("setting")
+    assert df.loc["reported: base", "source"] == "reported (paper Table 1)"
+    assert df.loc["reported: ours", "source"] == "reported (paper Table 1; s)"
+    assert df.loc["reported: ours", "acc"] == 77.96
+    assert df.loc["reported: ours", "inv_error"] == 0.11
+    assert "reported: canonicalization" not in df.index  # only this file's numbers
+    nested = reported_numbers(reported)
+    assert nested["classification"][("imagenet", "resnet50")]["ours"] == {
+        "acc": 77.96,
+        "inv_error": 0.11,
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("classification,imagenet,vitb16,base,acc,eighty,secondary source,", "not a number"),
+        ("classification,imagenet,vitb16,base,acc,81.6,secondary source", "expected 8 fields"),
+        ("classification,imagenet,,base,acc,81.6,secondary source,", "empty field"),
+        ("classification,imagenet,vitb16,base,acc,81.6,,", "empty field"),
+        ("classification,imagenet,vitb16,base,acc,nan,secondary source,", "finite"),
+        ("classification,imagenet,vitb16,base,acc,1.0,paper Table 1,", "repeats line 2"),
+    ],
+)
+def test_malformed_reported_row_names_file_and_line(tmp_path, line, message):
+    path = tmp_path / "reported.csv"
+    path.write_text(
+        "task,dataset,backbone,setting,metric,value,source,note\n"
+        "classification,imagenet,vitb16,base,acc,81.67,secondary source,\n"
+        f"{line}\n"
+    )
+    with pytest.raises(ValueError, match=rf"reported\.csv:3: .*{message}"):
+        read_reported(path)
+    path.write_text("task,dataset,value\n")
+    with pytest.raises(ValueError, match=r"reported\.csv:1: header"):
+        read_reported(path)
+
+
+_FORBIDDEN = ("models", "soften", "layers", "projectors", "engine", "pipeline", "timing")
+
+
+def test_figures_import_no_model_or_compute_module():
+    """figures/ only draws: no import (top level, lazy or TYPE_CHECKING) of model code."""
+    import ast
+
+    import softeq.figures
+
+    folder = Path(softeq.figures.__file__).parent
+    offending = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "softeq" and len(parts) > 1 and parts[1] in _FORBIDDEN:
+                    offending.append(f"{path.name}:{node.lineno}: {name}")
+                if name in ("torch", "softeq") or name.startswith("torch."):
+                    offending.append(f"{path.name}:{node.lineno}: {name}")
+    assert not offending, offending

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["build_parser", "main"]
@@ -63,7 +64,7 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from softeq.figures.aggregate import aggregate
+    from softeq.results.aggregate import aggregate
 
     for path in aggregate(args.metrics, args.out_dir):
         print(path)
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", required=True, help="model name for the tables")
     p.add_argument("--out", required=True)
 
+    _add_result_stages(stage)
+    return parser
+
+
+def _add_result_stages(stage: Callable[..., argparse.ArgumentParser]) -> None:
+    """The stages that read metrics, tables or a plain model: tables, figures, ablations."""
     p = stage("aggregate", cmd_aggregate, "tables from metrics JSONs", compute=False)
     p.add_argument("--out-dir", required=True)
     p.add_argument("metrics", nargs="+")
@@ -192,7 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-limit", type=int, default=32, help="largest width for dense SVD")
     p.add_argument("--out-stem", required=True)
     p.add_argument("--png", required=True)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,8 @@
-"""Tables and figures for the paper, built from evaluation JSONs in two separate steps.
+"""The paper's figures, drawn from tables (``softeq.results``) and arrays handed to them.
 
-``aggregate`` turns the per-run evaluation JSONs into CSV + Markdown tables (runs, mean/std over
-seeds, per-layer bounds, error against angle); ``plots`` draws the paper's figures from those CSVs
-alone, so figures regenerate in seconds without retraining or re-evaluating anything.
+Nothing here computes a model: ``plots`` and ``timing`` read CSV tables, ``figure1`` draws the
+arrays of ``softeq.metrics.feature_maps``; every figure shares ``style`` (palette, rcParams,
+atomic save). ``render`` draws one task and dataset's figures from its aggregated tables.
 
 The submodules are not imported here: they need pandas / matplotlib (the ``workflow`` extra),
 which the core library does not.

@@ -1,12 +1,8 @@
 """The paper's figures, drawn from the aggregated CSV tables only (never the evaluation JSONs).
 
-Reading only ``aggregate``'s tables keeps figures cheap: restyling a plot reruns in seconds without
-touching a model. Figures are sized for a paper column (~3.5 in per panel, fonts >= 8 pt), use the
-Okabe-Ito palette (or viridis for ordered values such as softness) so they survive colour-blind
-readers and greyscale print, and are written atomically at 200 dpi (PNG, plus a PDF on request).
-
-Matplotlib's pyplot is not used: figures are plain ``Figure`` objects drawn on an Agg canvas, so
-importing this module neither changes the global backend nor leaks open figures.
+Reading only ``softeq.results.aggregate``'s tables keeps figures cheap: restyling a plot reruns
+in seconds without touching a model. Sizes, palette, rcParams and the atomic save come from
+``softeq.figures.style`` (PNG, plus a PDF on request).
 """
 
 from __future__ import annotations
@@ -20,39 +16,24 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
-from softeq.figures.aggregate import atomic_path, read_table
+from softeq.figures.style import (
+    LINESTYLES,
+    OKABE_ITO,
+    PANEL_H,
+    PANEL_W,
+    figure_style,
+    save_figure,
+)
+from softeq.results.aggregate import read_table
 
-__all__ = ["OKABE_ITO", "plot_bounds", "plot_error_vs_angle", "plot_tunability"]
+__all__ = ["plot_bounds", "plot_error_vs_angle", "plot_tunability"]
 
 PathLike = str | os.PathLike[str]
 
-# Okabe & Ito (2008), ordered so the first colours stay apart in greyscale; yellow (faint) last.
-OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
-# Linestyles double the colour code so series stay apart without colour.
-_LINESTYLES = ("-", "--", "-.", (0, (1, 1)))
-PANEL_W, PANEL_H, DPI = 3.5, 2.6, 200
-_STYLE = {
-    "font.size": 8,
-    "axes.labelsize": 8,
-    "axes.titlesize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 8,
-    "legend.title_fontsize": 8,
-    "lines.linewidth": 1.4,
-    "lines.markersize": 3.5,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "pdf.fonttype": 42,  # embed TrueType: text stays editable/searchable in the paper PDF
-}
 # Columns that may distinguish otherwise identical series; used only when they vary in a table.
 _FACETS = ("task", "dataset", "group", "filter")
 _BAND_ALPHA = 0.18
@@ -159,7 +140,7 @@ def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataF
 
 
 def _style(i: int) -> dict[str, object]:
-    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": _LINESTYLES[i % len(_LINESTYLES)]}
+    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
 
 
 def _softness_colors(values: Sequence[float]) -> dict[float, tuple]:
@@ -167,19 +148,6 @@ def _softness_colors(values: Sequence[float]) -> dict[float, tuple]:
     cmap = mpl.colormaps["viridis"]
     n = len(values)
     return {v: cmap(0.85 * i / max(n - 1, 1)) for i, v in enumerate(sorted(values))}
-
-
-def save_figure(fig: Figure, out_png: PathLike, pdf: bool = False) -> Path:
-    """Save at DPI via a temporary file + rename (PDF beside the PNG if asked); return the PNG."""
-    out = Path(out_png)
-    FigureCanvasAgg(fig)
-    targets = [(out, "png")] + ([(out.with_suffix(".pdf"), "pdf")] if pdf else [])
-    for path, fmt in targets:
-        # No dates/versions in the metadata: the same tables give byte-stable figures.
-        meta = {"Software": None} if fmt == "png" else {"Creator": None, "CreationDate": None}
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
-    return out
 
 
 def _legend_ncols(labels: Sequence[str], width_in: float) -> int:
@@ -256,7 +224,7 @@ def plot_tunability(
     task = _task(df)
 
     ratios = [1.0, 1.0, 0.75][: len(panels)]
-    with mpl.rc_context(_STYLE):
+    with figure_style():
         fig = Figure(figsize=(PANEL_W * sum(ratios), PANEL_H + 0.45), layout="constrained")
         axes = fig.subplots(1, len(panels), gridspec_kw={"width_ratios": ratios})
         handles = []
@@ -296,7 +264,7 @@ def plot_tunability(
 def plot_bounds(bounds_csv: PathLike, out_png: PathLike, *, pdf: bool = False) -> Path:
     """Measured per-layer residual ||C vec(W_b)|| / ||W|| against the layer's b, with its bound.
 
-    DESIGN 3.6: every soft layer satisfies measured <= b_eff * sigma_max; drawing the bound
+    docs/method.md §6: every soft layer satisfies measured <= b_eff * sigma_max; drawing the bound
     (dashed) in the layer's colour beside the measurement (solid, mean ± std over seeds) shows
     the guarantee and its slack at a glance. One panel per backbone (and group/filter if they
     vary). Up to 8 layers get Okabe-Ito colours and a legend; deeper networks get viridis by
@@ -306,7 +274,7 @@ def plot_bounds(bounds_csv: PathLike, out_png: PathLike, *, pdf: bool = False) -
     facet_keys = ["backbone", *_varying(df, _FACETS)]
     facets = _groups(df, facet_keys)
     ncols = min(len(facets), 3)
-    with mpl.rc_context(_STYLE):
+    with figure_style():
         nrows = math.ceil(len(facets) / ncols)
         fig = Figure(figsize=(PANEL_W * ncols, (PANEL_H + 0.9) * nrows + 0.3), layout="constrained")
         axes = _panel_grid(fig, len(facets), ncols)
@@ -384,7 +352,7 @@ def plot_error_vs_angle(
     colors = _softness_colors(list(df["softness"].unique()))
     ncols = min(len(facets), 3)
     task = _task(df)
-    with mpl.rc_context(_STYLE):
+    with figure_style():
         nrows = math.ceil(len(facets) / ncols)
         fig = Figure(figsize=(PANEL_W * ncols, PANEL_H * nrows + 0.45), layout="constrained")
         axes = _panel_grid(fig, len(facets), ncols, sharey=True)
@@ -397,7 +365,7 @@ def plot_error_vs_angle(
                 x = stats.index.to_numpy(dtype=float)
                 mean, std = stats["mean"].to_numpy(), np.nan_to_num(stats["std"].to_numpy())
                 color = colors[key[0]]
-                linestyle = _LINESTYLES[j % len(_LINESTYLES)] if len(series) > 1 else "-"
+                linestyle = LINESTYLES[j % len(LINESTYLES)] if len(series) > 1 else "-"
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=_BAND_ALPHA, lw=0)
                 (line,) = ax.plot(x, mean, color=color, linestyle=linestyle, marker="o", ms=2.5)
                 name = _series_name(series, key)

@@ -1,12 +1,59 @@
 """Figure and table stages that read models or tables, never retrain: Figure 1, the paper's
-tables, and the ablations (filters; projector construction time)."""
+tables, and the ablations (filters; projector construction time).
+
+Each stage wires a computation (``softeq.metrics.feature_maps``, ``softeq.results``,
+``softeq.timing``) to the drawing that reads its output (``softeq.figures``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["ablation_filters", "construction_timing", "figure1", "paper_table"]
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+__all__ = [
+    "ablation_filters",
+    "construction_timing",
+    "figure1",
+    "paper_table",
+    "render_figure1",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def render_figure1(
+    model: nn.Module,
+    image: torch.Tensor | np.ndarray | None,
+    out_png: PathLike,
+    group: str = "C4",
+    softness: Sequence[float] | None = None,
+    filter: str = "shrink",
+    layer: str | None = None,
+    input_size: int | None = None,
+    channels: int | Sequence[int] = 4,
+    title: str | None = None,
+    pdf: bool = False,
+) -> Path:
+    """Figure 1 for a plain model: compute its numbers, then draw them; return the PNG path.
+
+    ``image`` None uses the default photograph (the cat); ``softness`` None the default b
+    values. See ``softeq.metrics.feature_maps.figure1_data`` and
+    ``softeq.figures.figure1.draw_figure1``.
+    """
+    from softeq.figures.figure1 import draw_figure1
+    from softeq.metrics.feature_maps import DEFAULT_SOFTNESS, figure1_data
+
+    bs = DEFAULT_SOFTNESS if softness is None else softness
+    data = figure1_data(model, image, group, bs, filter, layer, input_size, channels)
+    return draw_figure1(data, out_png, title=title, pdf=pdf)
 
 
 def figure1(args: argparse.Namespace) -> None:
@@ -14,7 +61,6 @@ def figure1(args: argparse.Namespace) -> None:
     import torch
 
     from softeq.engine.checkpoint import load_checkpoint
-    from softeq.figures.figure1 import render_figure1
     from softeq.stages.classification import _backbone
 
     if args.model:
@@ -39,7 +85,7 @@ def figure1(args: argparse.Namespace) -> None:
 
 def paper_table(args: argparse.Namespace) -> None:
     """Table 1, 2 or 3 in the paper's layout (CSV, Markdown, LaTeX) from summary tables."""
-    from softeq.figures.paper_tables import write_paper_table
+    from softeq.results.paper_tables import write_paper_table
 
     for path in write_paper_table(args.summaries, args.task, args.out_stem, args.reported):
         print(path)
@@ -47,21 +93,19 @@ def paper_table(args: argparse.Namespace) -> None:
 
 def ablation_filters(args: argparse.Namespace) -> None:
     """Filters compared at equal softness (shrink / threshold / rank, hard against soft mask)."""
-    from softeq.figures.paper_tables import write_filter_ablation
+    from softeq.results.ablations import write_filter_ablation
 
     for path in write_filter_ablation(args.summary, args.out_stem):
         print(path)
 
 
 def construction_timing(args: argparse.Namespace) -> None:
-    """Projector construction time, block-Schur against the dense Kronecker SVD: measured here,
-    then written as a table and a figure."""
-    from softeq.figures.paper_tables import (
-        measure_construction_timing,
-        plot_construction_timing,
-        write_construction_timing,
-    )
+    """Projector construction time, block-Schur against the dense Kronecker SVD: measured
+    (``softeq.timing``), written as a table, then drawn from that table."""
+    from softeq.figures.timing import plot_construction_timing
     from softeq.io import atomic_write
+    from softeq.results.ablations import write_construction_timing
+    from softeq.timing import measure_construction_timing
 
     widths = tuple(int(w) for w in args.widths.split(","))
     table = measure_construction_timing(widths, dense_limit=args.dense_limit)

@@ -1,4 +1,4 @@
-"""Evaluation JSONs -> CSV + Markdown tables (DESIGN 4, 3.6).
+"""Evaluation JSONs -> CSV + Markdown tables (docs/conventions.md §1; bounds: docs/method.md §6).
 
 Every evaluation writes one JSON per (task, dataset, backbone, group, filter, softness,
 softness_pos, seed). This module reads them once and writes flat tables that everything downstream
@@ -19,26 +19,26 @@ import json
 import math
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from softeq.io import atomic_write
 
 __all__ = [
     "CONFIG",
     "IDENTITY",
     "aggregate",
     "angles_table",
-    "atomic_path",
     "bounds_table",
     "load_runs",
     "markdown_table",
     "read_table",
     "summarise",
     "write_table",
+    "write_text",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -277,37 +277,14 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------- writing
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) atomically: readers never see half a table."""
 
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
 
-_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp alone gives 0600
-
-
-@contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    Readers (Snakemake, a report build) then never see a half-written table or figure.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _MODE)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8", newline="")
+    return atomic_write(path, write)
 
 
 def _cell(value: object) -> str:
@@ -344,8 +321,8 @@ def write_table(df: pd.DataFrame, stem: PathLike) -> tuple[Path, Path]:
     """Write ``{stem}.csv`` (full precision, round-trips with ``read_table``) and ``{stem}.md``."""
     stem = Path(stem)
     csv, md = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
-    _atomic_write_text(csv, df.to_csv(index=False, lineterminator="\n"))
-    _atomic_write_text(md, markdown_table(df))
+    write_text(csv, df.to_csv(index=False, lineterminator="\n"))
+    write_text(md, markdown_table(df))
     return csv, md
 
 
