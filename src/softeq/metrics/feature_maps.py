@@ -281,8 +281,8 @@ def figure1_data(
     """Every number Figure 1 draws, for a plain model and one image (default: the cat).
 
     The model is never modified: each softness gets its own deep copy, softened with
-    ``soften(copy, group, b, softness_pos=b, filter=filter)`` (``rank-hard`` = ``rank`` with a
-    hard mask; ``softness_pos`` only where the model has a positional token grid). With
+    ``soften(copy, group, b, softness_pos=b, filter=filter)`` (``softness_pos`` only where the
+    model has a positional token grid). With
     ``normalize`` the image is normalised by the model's ``pretrained_cfg`` mean / std
     (ImageNet's if none), which commutes with R. ``channels``: how many output channels to show
     (those of largest kernel norm) or their indices. See :class:`Figure1Data` for the fields.
@@ -298,7 +298,6 @@ def figure1_data(
         raise ValueError(f"input side {size} is not a multiple of the patch size {module.stride}")
     _check_exact_grid(module, name, size)
     pixels, x = _prepare_input(model, image, size, normalize)
-    filt, hard = ("rank", True) if filter == "rank-hard" else (filter, False)
     grid = has_token_grid(model)
     data = Figure1Data(
         softness=[float(b) for b in softness],
@@ -313,7 +312,7 @@ def figure1_data(
     )
     for b in data.softness:
         soft = copy.deepcopy(model).eval()
-        soften(soft, group, b, softness_pos=b if grid else None, filter=filt, hard_mask=hard)
+        soften(soft, group, b, softness_pos=b if grid else None, filter=filter)
         _measure(soft, name, x, data)
         del soft
     return data
