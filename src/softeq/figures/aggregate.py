@@ -19,20 +19,19 @@ import json
 import math
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from softeq.io import atomic_write_text
 
 __all__ = [
     "CONFIG",
     "IDENTITY",
     "aggregate",
     "angles_table",
-    "atomic_path",
     "bounds_table",
     "load_runs",
     "markdown_table",
@@ -277,39 +276,6 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------- writing
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp alone gives 0600
-
-
-@contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    Readers (Snakemake, a report build) then never see a half-written table or figure.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _MODE)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8", newline="")
-
-
 def _cell(value: object) -> str:
     if hasattr(value, "item"):  # numpy scalar -> Python scalar
         value = value.item()
@@ -344,8 +310,8 @@ def write_table(df: pd.DataFrame, stem: PathLike) -> tuple[Path, Path]:
     """Write ``{stem}.csv`` (full precision, round-trips with ``read_table``) and ``{stem}.md``."""
     stem = Path(stem)
     csv, md = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
-    _atomic_write_text(csv, df.to_csv(index=False, lineterminator="\n"))
-    _atomic_write_text(md, markdown_table(df))
+    atomic_write_text(csv, df.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(md, markdown_table(df))
     return csv, md
 
 

@@ -45,7 +45,9 @@ from torch import Tensor, nn
 
 from softeq.figures.plots import save_figure
 from softeq.layers import iter_soft
+from softeq.metrics.equivariance import kl_divergence
 from softeq.soften import soften
+from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DEFAULT_SOFTNESS",
@@ -59,8 +61,6 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 DEFAULT_SOFTNESS = (0.0, 0.25, 0.5, 0.75, 1.0)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 # Ordered, perceptually uniform, colour-blind safe; distinct maps for features and errors.
 _FEATURE_CMAP = "viridis"
 _ERROR_CMAP = "cividis"
@@ -159,8 +159,8 @@ def default_input_size(model: nn.Module) -> int:
 
 def _normalisation(model: nn.Module) -> tuple[Tensor, Tensor]:
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    mean = torch.tensor(cfg.get("mean", _IMAGENET_MEAN), dtype=torch.float32)
-    std = torch.tensor(cfg.get("std", _IMAGENET_STD), dtype=torch.float32)
+    mean = torch.tensor(cfg.get("mean", IMAGENET_MEAN), dtype=torch.float32)
+    std = torch.tensor(cfg.get("std", IMAGENET_STD), dtype=torch.float32)
     return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
 
 
@@ -206,9 +206,7 @@ def _forward(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[Tensor, Ten
 
 def _kl(logits_x: Tensor, logits_rx: Tensor) -> float:
     """KL(softmax f(x) || softmax f(Rx)) in nats (the paper's invariance error), float64."""
-    log_p = F.log_softmax(logits_x.double(), dim=-1)
-    log_q = F.log_softmax(logits_rx.double(), dim=-1)
-    return float((log_p.exp() * (log_p - log_q)).sum(dim=-1).mean())
+    return float(kl_divergence(logits_x.double(), logits_rx.double(), dim=-1).mean())
 
 
 def _pick_channels(weight: Tensor, channels: int | Sequence[int]) -> list[int]:

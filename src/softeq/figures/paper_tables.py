@@ -36,9 +36,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from softeq.figures.aggregate import atomic_path, markdown_table, read_table
+from softeq.figures.aggregate import markdown_table, read_table
 from softeq.figures.plots import OKABE_ITO, PANEL_H, PANEL_W, save_figure
 from softeq.groups import PairRep
+from softeq.io import atomic_write_text
 from softeq.pipeline import ETHUCY_SCENES, SYNTHETIC_SCENES
 from softeq.projectors import clear_cache, equivariant_projector
 
@@ -508,12 +509,6 @@ def _latex(
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8", newline="")
-    return path
-
-
 def _write_all(
     rows: pd.DataFrame,
     out_stem: PathLike,
@@ -527,9 +522,9 @@ def _write_all(
     csv = stem.with_name(stem.name + ".csv")
     md = stem.with_name(stem.name + ".md")
     tex = stem.with_name(stem.name + ".tex")
-    _write_text(csv, rows.to_csv(index=False, lineterminator="\n"))
-    _write_text(md, _markdown(md_header, cells, n_text))
-    _write_text(tex, _latex(tex_header, cells, starts, n_text))
+    atomic_write_text(csv, rows.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(md, _markdown(md_header, cells, n_text))
+    atomic_write_text(tex, _latex(tex_header, cells, starts, n_text))
     return [csv, md, tex]
 
 

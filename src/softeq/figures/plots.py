@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
-from softeq.figures.aggregate import atomic_path, read_table
+from softeq.figures.aggregate import read_table
+from softeq.io import atomic_path
 
 __all__ = ["OKABE_ITO", "plot_bounds", "plot_error_vs_angle", "plot_tunability"]
 
