@@ -75,7 +75,7 @@ def test_miou_matches_torchmetrics():
 
 def test_miou_matches_mmseg_iou_metric():
     pytest.importorskip("mmseg")
-    from softeq.models.segmentation import import_mmseg
+    from softeq.models.segformer_mmseg import import_mmseg
 
     import_mmseg()
     from mmseg.evaluation import IoUMetric

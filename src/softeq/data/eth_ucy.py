@@ -1,6 +1,6 @@
 """ETH/UCY pedestrian trajectories: reading, Social-GAN windowing, a dataset, checksums.
 
-Files (``<root>/<scene>/{train,val,test}/*.txt``, see ``shared/data/eth_ucy/PROVENANCE.md``) hold
+Files (``<root>/<scene>/{train,val,test}/*.txt``, see docs/conventions.md §3, downloads) hold
 one observation per line, ``frame  ped  x  y`` (tab-separated; any whitespace is accepted), with
 x, y world coordinates in metres and frame ids advancing in a fixed step (10 in every ETH/UCY
 file; one step = 0.4 s).  The layout is leave-one-scene-out: ``<scene>/test`` is the held-out
