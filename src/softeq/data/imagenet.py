@@ -13,7 +13,7 @@ build_manifest` that the training and evaluation stages read.  The sources
     on torchvision's private helpers) into torchvision's ImageNet layout;
 ``"huggingface"``
     the gated Hugging Face dataset ``ILSVRC/imagenet-1k``, exported with the optional
-    ``datasets`` library and a token;
+    ``datasets`` library and a token (:mod:`softeq.data.imagenet_hf`);
 ``"imagenette"``
     Imagenette (10 ImageNet classes, 160 px, public): a small real stand-in, downloaded only
     against a checksum the user pins.
