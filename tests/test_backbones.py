@@ -24,7 +24,7 @@ def _write_hub_cache(root, tag, state):
 
 def test_pretrained_offline_fails_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setattr(backbones_module, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(backbones_module, "hub_reachable", lambda: False)
     spec = BackboneSpec("vit_tiny_patch16_224", 224, {}, TAG)
     with pytest.raises(backbones_module.PretrainedUnavailable) as info:
         build_backbone(spec, 10)
@@ -39,7 +39,7 @@ def test_pretrained_loads_from_the_local_cache(tmp_path, monkeypatch):
     reference = timm.create_model("vit_tiny_patch16_224")
     _write_hub_cache(tmp_path, TAG, reference.state_dict())
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setattr(backbones_module, "_hub_reachable", lambda: pytest.fail("went online"))
+    monkeypatch.setattr(backbones_module, "hub_reachable", lambda: pytest.fail("went online"))
     model = build_backbone(BackboneSpec("vit_tiny_patch16_224", 224, {}, TAG), 1000)
     for name, tensor in reference.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], tensor, atol=0, rtol=0)

@@ -20,19 +20,20 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
-from softeq.data import imagenet
-from softeq.data.download import download, file_md5, file_sha256, verify_file
+from softeq.data import imagenet_hf
+from softeq.data.download import download, verify_file
 from softeq.data.imagefolder import build_manifest, load_imagefolder, read_manifest
 from softeq.data.imagenet import (
     DEVKIT_ARCHIVE,
     TRAIN_ARCHIVE,
     VAL_ARCHIVE,
-    export_hf_imagenet,
     prepare_imagenet,
     prepare_imagenette,
     read_devkit,
     unpack_archives,
 )
+from softeq.data.imagenet_hf import export_hf_imagenet
+from softeq.io import file_md5, file_sha256
 
 WNIDS = ("n01440764", "n01443537", "n01484850")  # ILSVRC2012_IDs 1, 2, 3 (leaves)
 VAL_TRUTH = (3, 1, 2, 1, 3, 2)  # per val image in sorted file-name order
@@ -335,7 +336,7 @@ def test_hf_missing_library_says_pip_install(tmp_path, monkeypatch):
 
 def test_hf_missing_token(tmp_path, monkeypatch):
     fake_datasets(monkeypatch, lambda *a, **k: pytest.fail("must not be called"))
-    monkeypatch.setattr(imagenet, "_cached_token", lambda: None)
+    monkeypatch.setattr(imagenet_hf, "hf_token", lambda: None)
     with pytest.raises(PermissionError, match=r"no Hugging Face token.*HF_TOKEN"):
         export_hf_imagenet(tmp_path / "tree")
     assert not listing(tmp_path)
@@ -393,5 +394,5 @@ def test_hf_export_writes_imagefolder(tmp_path, monkeypatch):
 
 
 def test_hf_1000_classes_use_wnids():
-    folders = imagenet._hf_folder_names([f"c{i}" for i in range(1000)])
+    folders = imagenet_hf.hf_folder_names([f"c{i}" for i in range(1000)])
     assert folders[0] == "n01440764" and folders == sorted(folders) and len(set(folders)) == 1000

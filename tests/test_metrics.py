@@ -8,7 +8,8 @@ import torch
 from scipy.stats import entropy
 
 from softeq.metrics.classification import ClassificationMeter, topk_correct
-from softeq.metrics.equivariance import inside_mask, kl_divergence, rotate_images, sample_angles
+from softeq.metrics.equivariance import kl_divergence
+from softeq.transforms import inside_mask, rotate_images, sample_angles
 
 # ---------------------------------------------------------------- angles
 

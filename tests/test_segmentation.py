@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import softeq
-from softeq.data import voc
+from softeq.data import voc, voc_fetch
 from softeq.data.embedded_voc import EMBEDDED_VOC_CLASSES, build_embedded_voc
 from softeq.engine.segmentation import (
     SegEvalSpec,
@@ -75,7 +75,7 @@ def test_miou_matches_torchmetrics():
 
 def test_miou_matches_mmseg_iou_metric():
     pytest.importorskip("mmseg")
-    from softeq.models.segmentation import import_mmseg
+    from softeq.models.segformer_mmseg import import_mmseg
 
     import_mmseg()
     from mmseg.evaluation import IoUMetric
@@ -204,10 +204,10 @@ def test_read_mask_rejects_rgb_and_md5(tmp_path):
     path = tmp_path / "VOCtrainval_11-May-2012.tar"
     path.write_bytes(b"not the archive")
     with pytest.raises(ValueError, match=r"VOCtrainval_11-May-2012\.tar"):
-        voc.verify_md5(path, voc.VOC_MD5)
-    assert voc.verify_md5(path, hashlib.md5(b"not the archive").hexdigest()) == path
+        voc_fetch.verify_md5(path, voc_fetch.VOC_MD5)
+    assert voc_fetch.verify_md5(path, hashlib.md5(b"not the archive").hexdigest()) == path
     with pytest.raises(FileNotFoundError, match=r"benchmark\.tgz"):
-        voc.verify_md5(tmp_path / "benchmark.tgz", voc.SBD_MD5)
+        voc_fetch.verify_md5(tmp_path / "benchmark.tgz", voc_fetch.SBD_MD5)
 
 
 def test_build_train_aug_ids_and_masks(tmp_path):
@@ -236,7 +236,7 @@ def test_build_train_aug_ids_and_masks(tmp_path):
     (cls.parent / "train.txt").write_text("\n".join(sbd_train) + "\n")
     (cls.parent / "val.txt").write_text("\n".join(sbd_val) + "\n")
 
-    ids = voc.build_train_aug(voc_root, sbd_root, out)
+    ids = voc_fetch.build_train_aug(voc_root, sbd_root, out)
     assert ids == sorted(set(TRAIN_IDS) | set(extra))  # VOC val ids removed, duplicates merged
     assert voc.read_ids(out / "ImageSets" / "Segmentation" / "train_aug.txt") == ids
     np.testing.assert_array_equal(
@@ -251,7 +251,9 @@ def test_build_train_aug_ids_and_masks(tmp_path):
     assert len(train) == len(ids) - 1 and held == voc.split_ids(voc_root, "val")
     assert len(voc.VOCSegmentation(out, "test", 24, protocol="train_aug")) == len(VAL_IDS)
     with pytest.raises(ValueError, match="expected 10582"):
-        voc.build_train_aug(voc_root, sbd_root, tmp_path / "aug2", expected=voc.TRAIN_AUG_SIZE)
+        voc_fetch.build_train_aug(
+            voc_root, sbd_root, tmp_path / "aug2", expected=voc_fetch.TRAIN_AUG_SIZE
+        )
 
 
 def test_embedded_voc_is_deterministic_and_loads(tmp_path):

@@ -19,7 +19,6 @@ from softeq.metrics.trajectory import (
     ade_sum,
     equivariance_error,
     fde,
-    rotate_trajectories,
 )
 from softeq.models.trajectory import (
     PRESETS,
@@ -29,6 +28,7 @@ from softeq.models.trajectory import (
     TrajectoryTransformer,
     build_trajectory_model,
 )
+from softeq.transforms import rotate_trajectories
 
 
 def _small(dropout: float = 0.0, **kw) -> TrajectoryTransformer:

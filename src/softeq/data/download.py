@@ -1,4 +1,4 @@
-"""Checksummed, atomic downloads (DESIGN.md section 5).
+"""Checksummed, atomic downloads (docs/conventions.md §3, downloads).
 
 :func:`download` streams a URL into a temporary file beside the destination, hashes it on the way,
 and only renames it onto the destination once the checksum matches, so a killed job or a corrupt
@@ -10,34 +10,13 @@ elsewhere and copy it in (a file already in place with the right checksum is use
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["download", "file_md5", "file_sha256", "verify_file"]
+from softeq.io import CHUNK, atomic_path, file_digest
 
-CHUNK = 1 << 20
-
-
-def _file_digest(path: str | Path, algorithm: str, chunk: int = CHUNK) -> str:
-    """Hex digest of a file read in ``chunk``-byte blocks (archives are far larger than RAM)."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_md5(path: str | Path, chunk: int = CHUNK) -> str:
-    """Hex MD5 of a file, read in chunks (the digest the ImageNet / VOC archives are pinned by)."""
-    return _file_digest(path, "md5", chunk)
-
-
-def file_sha256(path: str | Path, chunk: int = CHUNK) -> str:
-    """Hex SHA-256 of a file, read in chunks (what ``sha256sum`` prints)."""
-    return _file_digest(path, "sha256", chunk)
+__all__ = ["download", "verify_file"]
 
 
 def _expected(md5: str | None, sha256: str | None) -> dict[str, str]:
@@ -68,7 +47,7 @@ def verify_file(path: str | Path, md5: str | None = None, sha256: str | None = N
         wanted = ", ".join(f"{k} {v}" for k, v in expected.items())
         raise FileNotFoundError(f"{path}: file not found (expected {wanted})")
     for algorithm, value in expected.items():
-        actual = _file_digest(path, algorithm)
+        actual = file_digest(path, algorithm)
         if actual != value:
             raise _mismatch(
                 path,
@@ -109,8 +88,6 @@ def download(
     failures raise ``ConnectionError`` naming the URL.  Any scheme urllib knows works, including
     ``file://`` (used by the tests).
     """
-    from tqdm.auto import tqdm
-
     dest = Path(dest)
     expected = _expected(md5, sha256)
     if dest.is_file() and expected:
@@ -128,45 +105,49 @@ def download(
     except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
         raise _offline_error(url, error) from error
 
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    hashes = {name: hashlib.new(name) for name in expected}
-    received = 0
-    try:
-        with response, os.fdopen(fd, "wb") as out:
-            length = response.headers.get("Content-Length") if response.headers else None
-            total = int(length) if length and length.isdigit() else None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-            ) as bar:
-                while True:
-                    try:
-                        block = response.read(CHUNK)
-                    except OSError as error:  # includes timeouts and resets
-                        raise _offline_error(url, error) from error
-                    if not block:
-                        break
-                    out.write(block)
-                    for h in hashes.values():
-                        h.update(block)
-                    received += len(block)
-                    bar.update(len(block))
-        if total is not None and received != total:
-            raise ValueError(
-                f"{dest}: download from {url} stopped after {received} of {total} bytes; "
-                "run it again"
-            )
-        for algorithm, h in hashes.items():
-            if h.hexdigest() != expected[algorithm]:
-                raise _mismatch(
-                    dest,
-                    algorithm,
-                    expected[algorithm],
-                    h.hexdigest(),
-                    f"downloaded from {url}. The transfer was corrupted or the file changed "
-                    "upstream; nothing was written.",
-                )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(dest) as tmp:
+        _stream(response, url, tmp, dest, expected, progress)
     return dest
+
+
+def _stream(
+    response, url: str, tmp: Path, dest: Path, expected: dict[str, str], progress: bool
+) -> None:
+    """Copy the response body into ``tmp`` while hashing it; raise on a short read or a checksum
+    mismatch (the caller's atomic write then removes ``tmp``)."""
+    from tqdm.auto import tqdm
+
+    hashes = {algorithm: hashlib.new(algorithm) for algorithm in expected}
+    received = 0
+    with response, open(tmp, "wb") as out:
+        length = response.headers.get("Content-Length") if response.headers else None
+        total = int(length) if length and length.isdigit() else None
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
+        ) as bar:
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except OSError as error:  # includes timeouts and resets
+                    raise _offline_error(url, error) from error
+                if not block:
+                    break
+                out.write(block)
+                for h in hashes.values():
+                    h.update(block)
+                received += len(block)
+                bar.update(len(block))
+    if total is not None and received != total:
+        raise ValueError(
+            f"{dest}: download from {url} stopped after {received} of {total} bytes; run it again"
+        )
+    for algorithm, h in hashes.items():
+        if h.hexdigest() != expected[algorithm]:
+            raise _mismatch(
+                dest,
+                algorithm,
+                expected[algorithm],
+                h.hexdigest(),
+                f"downloaded from {url}. The transfer was corrupted or the file changed "
+                "upstream; nothing was written.",
+            )

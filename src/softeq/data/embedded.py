@@ -23,13 +23,14 @@ accuracy and a soft setting in between can be the best trade-off, the regime the
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
+
+from softeq.io import atomic_write
 
 __all__ = ["DIGITS_CLASSES", "SPLITS", "build_digits", "digits_tensors", "load_split"]
 
@@ -90,7 +91,6 @@ def build_digits(out_path: str | os.PathLike[str]) -> Path:
     from safetensors.torch import save_file
 
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tensors = digits_tensors()
     metadata = {
         "num_classes": str(DIGITS_CLASSES),
@@ -101,15 +101,7 @@ def build_digits(out_path: str | os.PathLike[str]) -> Path:
         "split_seed": str(_SPLIT_SEED),
         **{f"n_{name}": str(len(tensors[f"{name}_y"])) for name in SPLITS},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_split(path: str | os.PathLike[str], split: str) -> TensorDataset:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from PIL import Image
 from scipy.ndimage import binary_dilation
 
 from softeq.data.voc import IGNORE_INDEX, write_mask
+from softeq.io import atomic_dir
 
 __all__ = ["EMBEDDED_VOC_CLASSES", "EmbeddedVOCSpec", "build_embedded_voc", "embedded_voc_classes"]
 
@@ -205,14 +204,6 @@ def build_embedded_voc(
         return root
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not an embedded VOC set; choose another")
-    tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(root) as tmp:
         _write(tmp, spec)
-        if root.exists():
-            root.rmdir()
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return root

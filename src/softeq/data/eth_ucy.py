@@ -1,6 +1,6 @@
 """ETH/UCY pedestrian trajectories: reading, Social-GAN windowing, a dataset, checksums.
 
-Files (``<root>/<scene>/{train,val,test}/*.txt``, see ``shared/data/eth_ucy/PROVENANCE.md``) hold
+Files (``<root>/<scene>/{train,val,test}/*.txt``, see docs/conventions.md §3, downloads) hold
 one observation per line, ``frame  ped  x  y`` (tab-separated; any whitespace is accepted), with
 x, y world coordinates in metres and frame ids advancing in a fixed step (10 in every ETH/UCY
 file; one step = 0.4 s).  The layout is leave-one-scene-out: ``<scene>/test`` is the held-out
@@ -22,10 +22,7 @@ observed in *all* of them.  Two differences from sgan, both explicit here:
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from softeq.data.catalog import ETHUCY_SCENES
+from softeq.io import atomic_write_text, file_sha256
 
 __all__ = [
     "SCENES",
@@ -44,14 +44,13 @@ __all__ = [
     "collate_windows",
     "detect_frame_step",
     "read_trajectory_file",
-    "sha256_file",
     "verify_checksums",
     "windows",
     "write_checksums",
 ]
 
-SCENES = ("eth", "hotel", "univ", "zara1", "zara2")
-"""The five ETH/UCY scenes; each names one leave-one-out split."""
+SCENES = ETHUCY_SCENES
+"""The five ETH/UCY scenes (:data:`softeq.data.catalog.ETHUCY_SCENES`)."""
 
 SPLITS = ("train", "val", "test")
 
@@ -290,15 +289,6 @@ def collate_windows(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Ten
 # checksums
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _parse_sums(sums_file: Path) -> list[tuple[str, str]]:
     entries = []
     for lineno, line in enumerate(sums_file.read_text().splitlines(), start=1):
@@ -327,7 +317,7 @@ def verify_checksums(root: str | Path, sums_file: str | Path | None = None) -> i
         path = root / name
         if not path.is_file():
             raise FileNotFoundError(f"{path}: listed in {sums_file} but missing")
-        actual = sha256_file(path)
+        actual = file_sha256(path)
         if actual != expected:
             raise ValueError(
                 f"{path}: sha256 mismatch (expected {expected}, got {actual}); the file is "
@@ -339,19 +329,5 @@ def verify_checksums(root: str | Path, sums_file: str | Path | None = None) -> i
 def write_checksums(root: str | Path, files: Sequence[str | Path], sums_file: str | Path) -> Path:
     """Write ``sha256sum``-style lines for ``files`` (paths relative to ``root``), atomically."""
     root = Path(root)
-    lines = [f"{sha256_file(root / f)}  {Path(f).as_posix()}\n" for f in files]
-    return _atomic_text(Path(sums_file), "".join(lines))
-
-
-def _atomic_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    lines = [f"{file_sha256(root / f)}  {Path(f).as_posix()}\n" for f in files]
+    return atomic_write_text(sums_file, "".join(lines))

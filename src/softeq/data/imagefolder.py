@@ -13,13 +13,29 @@ from torch.utils.data import Dataset
 
 from softeq.io import read_manifest as _read_manifest
 from softeq.io import write_json
+from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["IMAGE_SUFFIXES", "build_manifest", "load_imagefolder", "read_manifest"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "build_manifest",
+    "is_image_file",
+    "is_imagefolder_tree",
+    "load_imagefolder",
+    "read_manifest",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
 SPLIT_FOLDERS = {"train": "train", "test": "val", "val": "val"}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def is_image_file(name: str | Path) -> bool:
+    """Whether a file name has one of the image suffixes an ImageFolder tree holds."""
+    return Path(name).suffix in IMAGE_SUFFIXES
+
+
+def is_imagefolder_tree(path: Path) -> bool:
+    """Whether ``path`` already holds a finished ImageFolder tree (both split folders)."""
+    return (path / "train").is_dir() and (path / "val").is_dir()
 
 
 def build_manifest(root: str | Path, out: str | Path) -> Path:

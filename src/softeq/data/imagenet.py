@@ -13,7 +13,7 @@ build_manifest` that the training and evaluation stages read.  The sources
     on torchvision's private helpers) into torchvision's ImageNet layout;
 ``"huggingface"``
     the gated Hugging Face dataset ``ILSVRC/imagenet-1k``, exported with the optional
-    ``datasets`` library and a token;
+    ``datasets`` library and a token (:mod:`softeq.data.imagenet_hf`);
 ``"imagenette"``
     Imagenette (10 ImageNet classes, 160 px, public): a small real stand-in, downloaded only
     against a checksum the user pins.
@@ -28,24 +28,22 @@ import io
 import os
 import shutil
 import tarfile
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from softeq.data.download import download, file_md5
-from softeq.data.imagefolder import IMAGE_SUFFIXES, build_manifest
+from softeq.data.download import download
+from softeq.data.imagefolder import build_manifest, is_image_file, is_imagefolder_tree
+from softeq.data.imagenet_hf import HF_DATASET, export_hf_imagenet
+from softeq.io import atomic_dir, file_md5
 
 __all__ = [
     "ARCHIVE_MD5",
     "DEVKIT_ARCHIVE",
-    "HF_DATASET",
     "IMAGENETTE_URL",
     "SOURCES",
     "TRAIN_ARCHIVE",
     "VAL_ARCHIVE",
-    "export_hf_imagenet",
     "prepare_imagenet",
     "prepare_imagenette",
     "read_devkit",
@@ -61,8 +59,6 @@ ARCHIVE_MD5: dict[str, str] = {
     VAL_ARCHIVE: "29b22e2961454d5413ddabcf34fc5622",
     DEVKIT_ARCHIVE: "fa75699e90414af021442c21a62c3abf",
 }
-HF_DATASET = "ILSVRC/imagenet-1k"
-HF_SPLIT_FOLDERS = {"train": "train", "validation": "val"}
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
 SOURCES = ("folder", "archives", "huggingface", "imagenette")
 
@@ -76,31 +72,6 @@ ways:
   imagenette:  10 ImageNet classes, public, as a small real stand-in (needs a pinned sha256)."""
 
 
-# ----------------------------------------------------------------------------- atomic folders
-
-
-@contextmanager
-def _staging_dir(dest: Path) -> Iterator[Path]:
-    """A temporary folder beside ``dest`` that is renamed onto ``dest`` when the block succeeds.
-
-    Beside, so the final rename stays on one file system (atomic); removed on any failure, so
-    nothing partial is left behind.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _is_tree(path: Path) -> bool:
-    """Whether ``path`` already holds a finished ImageFolder tree (both split folders)."""
-    return (path / "train").is_dir() and (path / "val").is_dir()
-
-
 def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
     """Copy one regular-file member of ``tar`` to ``target`` (the member's own path is ignored,
     so a hostile archive cannot write outside the tree)."""
@@ -109,10 +80,6 @@ def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -
         raise ValueError(f"{tar.name}: member {member.name!r} is not a regular file")
     with source, open(target, "wb") as out:
         shutil.copyfileobj(source, out, 1 << 20)
-
-
-def _is_image(name: str) -> bool:
-    return Path(name).suffix in IMAGE_SUFFIXES
 
 
 # -------------------------------------------------------------------------- official archives
@@ -216,7 +183,7 @@ def _unpack_train(archive: Path, out: Path, wnids: set[str], progress: bool) -> 
             inner_file = outer.extractfile(member)
             with tarfile.open(fileobj=inner_file, mode="r|*") as inner:
                 for image in inner:
-                    if image.isfile() and _is_image(image.name):
+                    if image.isfile() and is_image_file(image.name):
                         _write_member(inner, image, folder / Path(image.name).name)
 
 
@@ -233,7 +200,7 @@ def _unpack_val(
 
     with tarfile.open(archive, "r:") as tar:
         members = sorted(
-            (m for m in tar.getmembers() if m.isfile() and _is_image(m.name)),
+            (m for m in tar.getmembers() if m.isfile() and is_image_file(m.name)),
             key=lambda m: Path(m.name).name,
         )
         if len(members) != len(val_ids):
@@ -266,13 +233,13 @@ def unpack_archives(
     """
     archive_dir = Path(archive_dir).expanduser()
     tree = Path(tree).expanduser() if tree is not None else archive_dir / "imagenet"
-    if _is_tree(tree):
+    if is_imagefolder_tree(tree):
         return tree
     if tree.exists():
         raise FileExistsError(f"{tree}: exists but is not an ImageFolder tree; move it away")
     paths = verify_archives(archive_dir, md5s)
     wnid_by_id, words_by_wnid, val_ids = read_devkit(paths[DEVKIT_ARCHIVE])
-    with _staging_dir(tree) as tmp:
+    with atomic_dir(tree) as tmp:
         lines = [f"{i}\t{w}\t{words_by_wnid[w]}\n" for i, w in enumerate(sorted(words_by_wnid))]
         (tmp / "classes.tsv").write_text("".join(lines))
         (tmp / "train").mkdir()
@@ -283,166 +250,6 @@ def unpack_archives(
         except tarfile.TarError as error:
             raise ValueError(f"{archive_dir}: cannot unpack the archives ({error})") from error
     return tree
-
-
-# --------------------------------------------------------------------------------- Hugging Face
-
-
-def _import_datasets() -> Any:
-    """The optional ``datasets`` library, or an error saying how to install it and pass a token."""
-    try:
-        import datasets
-    except ImportError as error:
-        raise ImportError(
-            f"exporting {HF_DATASET} needs the Hugging Face `datasets` library: "
-            "`pip install datasets`. The dataset is gated: accept its terms on "
-            f"https://huggingface.co/datasets/{HF_DATASET}, then pass your token with "
-            "HF_TOKEN=hf_... (or `huggingface-cli login`)."
-        ) from error
-    return datasets
-
-
-def _cached_token() -> str | None:
-    """The token ``huggingface_hub`` would use (HF_TOKEN or the login cache), if it can tell."""
-    try:
-        from huggingface_hub import get_token
-    except ImportError:
-        return os.environ.get("HF_TOKEN")
-    return get_token()
-
-
-def _explain_hf_error(error: BaseException, dataset: str) -> Exception:
-    """Turn a Hub / network failure into an error that says what to do."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    text = str(error)
-    page = f"https://huggingface.co/datasets/{dataset}"
-    if names & {"GatedRepoError"} or "403 Client Error" in text or "gated" in text.lower():
-        return PermissionError(
-            f"{dataset}: access refused for this token; accept the dataset's terms on {page} "
-            "with the same account, and use a token with read access (HF_TOKEN=hf_...)."
-        )
-    auth = {"RepositoryNotFoundError", "DatasetNotFoundError", "LocalTokenNotFoundError"}
-    if names & auth or "401 Client Error" in text:
-        return PermissionError(
-            f"{dataset}: the Hub refused the request (no token or an invalid one). Create a read "
-            "token at https://huggingface.co/settings/tokens and pass it with HF_TOKEN=hf_... or "
-            "`huggingface-cli login`."
-        )
-    offline = {
-        "ConnectionError",
-        "OfflineModeIsEnabled",
-        "Timeout",
-        "ReadTimeout",
-        "ConnectTimeout",
-        "MaxRetryError",
-        "gaierror",
-        "TimeoutError",
-    }
-    if names & offline:
-        return ConnectionError(
-            f"{dataset}: cannot reach the Hugging Face Hub ({type(error).__name__}: {error}); "
-            "this machine looks offline. Export on a machine with internet and copy the "
-            "ImageFolder tree here (source 'folder')."
-        )
-    return RuntimeError(f"{dataset}: loading failed ({type(error).__name__}: {error})")
-
-
-def _hf_folder_names(names: Sequence[str]) -> list[str]:
-    """One folder name per label id, sorting in label-id order.
-
-    ``ILSVRC/imagenet-1k`` labels are the 1000 classes in sorted-WNID order with human-readable
-    names, so for 1000 classes the folders are the WNIDs (from timm's ImageNet table), which makes
-    ImageFolder's alphabetical indices equal the dataset's (and pretrained heads') indices.
-    Otherwise zero-padded ids keep that order.
-    """
-    if len(names) == 1000:
-        try:
-            from timm.data import ImageNetInfo
-
-            info = ImageNetInfo()
-            return [info.index_to_label_name(i) for i in range(1000)]
-        except ImportError:
-            pass
-    width = len(str(len(names) - 1))
-    return [f"{i:0{width}d}" for i in range(len(names))]
-
-
-def export_hf_imagenet(
-    dest: str | Path,
-    token: str | None = None,
-    splits: Sequence[str] = ("train", "validation"),
-    dataset: str = HF_DATASET,
-    streaming: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Export the gated Hugging Face ``dataset`` to an ImageFolder tree ``dest/{train,val}/``.
-
-    Needs ``pip install datasets`` (imported lazily) and a token (``token``, else ``HF_TOKEN`` or
-    the ``huggingface-cli login`` cache) for an account that accepted the dataset's terms.  The
-    original image bytes are written unchanged (no re-encoding); folders are the WNIDs (see
-    :func:`_hf_folder_names`) and a ``classes.tsv`` beside the splits lists id, folder and name.
-    ``streaming=True`` avoids a second full copy in the Hugging Face cache.  Errors for a missing
-    library, a missing or refused token and an offline machine say what to do.  Built in a
-    temporary folder and renamed at the end; an existing finished tree is returned as is.
-    """
-    from tqdm.auto import tqdm
-
-    dest = Path(dest).expanduser()
-    unknown = [s for s in splits if s not in HF_SPLIT_FOLDERS]
-    if unknown:
-        raise ValueError(
-            f"splits {unknown}: expected some of {sorted(HF_SPLIT_FOLDERS)} (the test split has "
-            "no labels)"
-        )
-    if _is_tree(dest):
-        return dest
-    datasets = _import_datasets()
-    token = token or _cached_token()
-    if not token:
-        raise PermissionError(
-            f"{dataset} is gated and no Hugging Face token was found: accept its terms on "
-            f"https://huggingface.co/datasets/{dataset}, create a read token at "
-            "https://huggingface.co/settings/tokens and pass it with HF_TOKEN=hf_... (or "
-            "`huggingface-cli login`)."
-        )
-
-    with _staging_dir(dest) as tmp:
-        folders: list[str] | None = None
-        for split in splits:
-            try:
-                ds = datasets.load_dataset(dataset, split=split, token=token, streaming=streaming)
-            except Exception as error:
-                raise _explain_hf_error(error, dataset) from error
-            features = getattr(ds, "features", None)
-            if not features or "label" not in features or "image" not in features:
-                raise ValueError(f"{dataset}: split {split!r} has no 'image' / 'label' features")
-            names = list(features["label"].names)
-            if folders is None:
-                folders = _hf_folder_names(names)
-                lines = [
-                    f"{i}\t{f}\t{n}\n" for i, (f, n) in enumerate(zip(folders, names, strict=True))
-                ]
-                (tmp / "classes.tsv").write_text("".join(lines))
-            ds = ds.cast_column("image", datasets.Image(decode=False))  # raw bytes, no re-encode
-            out = tmp / HF_SPLIT_FOLDERS[split]
-            for folder in folders:
-                (out / folder).mkdir(parents=True, exist_ok=True)
-            total = None if streaming else len(ds)
-            try:
-                bar = tqdm(ds, total=total, desc=split, disable=not progress)
-                for index, example in enumerate(bar):
-                    label, image = int(example["label"]), example["image"]
-                    if not 0 <= label < len(folders):
-                        raise ValueError(f"{dataset} {split}[{index}]: label {label} out of range")
-                    name = Path(image.get("path") or "").name
-                    if not _is_image(name):
-                        name = f"{split}_{index:08d}.JPEG"
-                    (out / folders[label] / name).write_bytes(image["bytes"])
-            except ValueError:
-                raise
-            except Exception as error:
-                raise _explain_hf_error(error, dataset) from error
-    return dest
 
 
 # --------------------------------------------------------------------------------- Imagenette
@@ -470,7 +277,7 @@ def prepare_imagenette(
     archive = root / url.rstrip("/").rsplit("/", 1)[-1]
     stem = archive.name.removesuffix(".tgz").removesuffix(".tar.gz")
     tree = Path(tree).expanduser() if tree is not None else root / stem
-    if _is_tree(tree):
+    if is_imagefolder_tree(tree):
         return tree
     if tree.exists():
         raise FileExistsError(f"{tree}: exists but is not an ImageFolder tree; move it away")
@@ -485,14 +292,14 @@ def prepare_imagenette(
         pass  # use the copy in place; nothing to check it against
     else:
         download(url, archive, md5=md5, sha256=sha256, progress=progress)
-    with _staging_dir(tree) as tmp:
+    with atomic_dir(tree) as tmp:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 tar.extractall(tmp, filter="data")
         except (tarfile.TarError, OSError) as error:
             raise ValueError(f"{archive}: cannot unpack ({error})") from error
-        inner = tmp / stem if _is_tree(tmp / stem) else tmp
-        if not _is_tree(inner):
+        inner = tmp / stem if is_imagefolder_tree(tmp / stem) else tmp
+        if not is_imagefolder_tree(inner):
             raise ValueError(f"{archive}: expected {stem}/{{train,val}}/<class>/ inside")
         if inner != tmp:  # move the archive's top folder's contents up into the staging root
             for child in list(inner.iterdir()):

@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from softeq.data.eth_ucy import _atomic_text, write_checksums
+from softeq.data.catalog import SYNTHETIC_SCENES as SCENE_NAMES
+from softeq.data.eth_ucy import write_checksums
+from softeq.io import atomic_write_text
 
 __all__ = ["SYNTHETIC_SCENES", "SceneSpec", "build_synthetic", "simulate_scene"]
 
@@ -67,6 +69,8 @@ SYNTHETIC_SCENES: dict[str, SceneSpec] = {
     "corridor150": SceneSpec(150.0, (-5.0, -3.0), 0.20),
 }
 """The synthetic scenes, named after their corridor orientation in degrees."""
+if tuple(SYNTHETIC_SCENES) != SCENE_NAMES:
+    raise AssertionError("SYNTHETIC_SCENES must list softeq.data.catalog.SYNTHETIC_SCENES")
 
 
 def simulate_scene(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
@@ -174,7 +178,7 @@ def build_synthetic(
                 files[f"{held_out}/train/{other}_train.txt"] = texts[other][1]
                 files[f"{held_out}/val/{other}_val.txt"] = texts[other][2]
         for relative, text in files.items():
-            _atomic_text(root / relative, text)
+            atomic_write_text(root / relative, text)
             written.append(relative)
     write_checksums(root, written, root / "SHA256SUMS")
     return root

@@ -1,6 +1,9 @@
-"""PASCAL VOC 2012 semantic segmentation: splits, the SBD train_aug set, and augmentations.
+"""PASCAL VOC 2012 semantic segmentation: splits, augmentations and the dataset.
 
-Layout (VOC's own, also written by :mod:`softeq.data.embedded_voc` and :func:`build_train_aug`)::
+Fetching the archives and building the SBD train_aug set: :mod:`softeq.data.voc_fetch`.
+
+Layout (VOC's own, also written by :mod:`softeq.data.embedded_voc` and
+:func:`softeq.data.voc_fetch.build_train_aug`)::
 
     root/JPEGImages/<id>.jpg
     root/SegmentationClass/<id>.png          palette PNG: pixel value = class index, 255 = void
@@ -25,9 +28,6 @@ or multi-worker run sees the same samples.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,37 +39,28 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from softeq.metrics.equivariance import rotate_images
+from softeq.io import atomic_path, atomic_write_text
 from softeq.settings import from_dict
+from softeq.transforms import rotate_images
 
 __all__ = [
     "IGNORE_INDEX",
     "PROTOCOLS",
-    "SBD_MD5",
-    "TRAIN_AUG_SIZE",
     "VOC_CLASSES",
-    "VOC_MD5",
-    "VOC_TRAIN_SIZE",
-    "VOC_VAL_SIZE",
     "Augment",
     "VOCSegmentation",
-    "build_train_aug",
     "eval_resize",
     "heldout_ids",
+    "id_lists",
     "read_ids",
     "read_mask",
     "split_ids",
     "train_augment",
-    "verify_md5",
     "voc_palette",
+    "write_ids",
     "write_mask",
 ]
 
-VOC_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"  # VOCtrainval_11-May-2012.tar
-SBD_MD5 = "82b4d87ceb2ed10f6038a1cba92111cb"  # SBD benchmark.tgz
-VOC_TRAIN_SIZE = 1464
-VOC_VAL_SIZE = 1449
-TRAIN_AUG_SIZE = 10582
 IGNORE_INDEX = 255
 PROTOCOLS = ("paper", "train_aug")
 SPLITS = ("train", "val", "test")
@@ -103,23 +94,6 @@ VOC_CLASSES = (
 # ----------------------------------------------------------------------------------- files
 
 
-def verify_md5(path: str | Path, md5: str, chunk: int = 1 << 22) -> Path:
-    """Check ``path``'s MD5 against ``md5``; raise naming the file when it is missing or differs."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found (expected md5 {md5})")
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    if digest.hexdigest() != md5.lower():
-        raise ValueError(
-            f"{path}: md5 {digest.hexdigest()} does not match the expected {md5}; the download "
-            "is incomplete or a different file. Delete it and download it again."
-        )
-    return path
-
-
 def voc_palette() -> list[int]:
     """VOC's 256-colour palette as a flat [r, g, b, ...] list (index 255 is (224, 224, 192))."""
     palette = []
@@ -140,14 +114,11 @@ def write_mask(mask: np.ndarray, path: str | Path) -> Path:
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
         raise ValueError(f"{path}: a mask is (H, W) with values in 0..255")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(voc_palette())
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -176,15 +147,14 @@ def read_ids(path: str | Path) -> list[str]:
     return [line.strip().split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
-def _write_ids(ids: Iterable[str], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{i}\n" for i in ids))
-    os.replace(tmp, path)
+def write_ids(ids: Iterable[str], path: str | Path) -> Path:
+    """Write ids one per line, atomically (VOC's ``ImageSets`` format)."""
+    return atomic_write_text(path, "".join(f"{i}\n" for i in ids))
 
 
-def _lists(root: Path) -> Path:
-    return root / "ImageSets" / "Segmentation"
+def id_lists(root: str | Path) -> Path:
+    """The folder of a VOC-layout root's split lists (``ImageSets/Segmentation``)."""
+    return Path(root) / "ImageSets" / "Segmentation"
 
 
 # ----------------------------------------------------------------------------------- splits
@@ -209,13 +179,14 @@ def split_ids(
 ) -> list[str]:
     """Ids of ``split`` (``train`` / ``val`` = held-out selection set / ``test`` = VOC val).
 
-    ``train_aug`` needs ``ImageSets/Segmentation/train_aug.txt`` (see :func:`build_train_aug`).
+    ``train_aug`` needs ``ImageSets/Segmentation/train_aug.txt`` (see
+    :func:`softeq.data.voc_fetch.build_train_aug`).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    lists = _lists(Path(root))
+    lists = id_lists(root)
     if split == "test":
         return read_ids(lists / "val.txt")
     voc_train = read_ids(lists / "train.txt")
@@ -232,8 +203,8 @@ def split_ids(
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation (PAPER.md: scale 0.5-2, pad, crop, flip, rotation +-10 p 0.5,
-    colour jitter). Factors are drawn uniformly in [1 - x, 1 + x] (hue: [-x, x])."""
+    """Training augmentation (docs/paper.md, PASCAL VOC: scale 0.5-2, pad, crop, flip, rotation
+    +-10 p 0.5, colour jitter). Factors are drawn uniformly in [1 - x, 1 + x] (hue: [-x, x])."""
 
     scale: tuple[float, float] = (0.5, 2.0)
     flip: float = 0.5
@@ -329,7 +300,7 @@ class VOCSegmentation(Dataset):
 
     Args:
         root: dataset root in VOC layout (for ``train_aug``, the output of
-            :func:`build_train_aug`).
+            :func:`softeq.data.voc_fetch.build_train_aug`).
         split: ``train``, ``val`` (held-out selection set) or ``test`` (VOC val).
         image_size: square crop (training) / evaluation size S.
         protocol: ``paper`` or ``train_aug``.
@@ -401,92 +372,3 @@ class VOCSegmentation(Dataset):
         if self.train:
             return train_augment(image, mask, self.image_size, self.generator(index), self.augment)
         return eval_resize(image, mask, self.image_size)
-
-
-# ----------------------------------------------------------------------------- train_aug
-
-
-def _sbd_dataset_dir(sbd_root: Path) -> Path:
-    for candidate in (sbd_root, sbd_root / "dataset", sbd_root / "benchmark_RELEASE" / "dataset"):
-        if (candidate / "cls").is_dir() and (candidate / "train.txt").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"{sbd_root}: no SBD dataset (expected cls/*.mat and train.txt, val.txt in it, in "
-        "dataset/ or in benchmark_RELEASE/dataset/)"
-    )
-
-
-def read_sbd_mask(path: str | Path) -> np.ndarray:
-    """(H, W) uint8 class indices of one SBD ``cls/<id>.mat`` (``GTcls.Segmentation``)."""
-    from scipy.io import loadmat
-
-    mat = loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    if "GTcls" not in mat:
-        raise ValueError(f"{path}: no GTcls structure (not an SBD class annotation)")
-    seg = np.asarray(mat["GTcls"].Segmentation)
-    if seg.ndim != 2:
-        raise ValueError(f"{path}: GTcls.Segmentation has shape {seg.shape}, expected (H, W)")
-    return seg.astype(np.uint8)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists() or dst.is_symlink():
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        dst.symlink_to(src.resolve(), target_is_directory=src.is_dir())
-    except OSError:
-        (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
-
-
-def build_train_aug(
-    voc_root: str | Path,
-    sbd_root: str | Path,
-    out_root: str | Path,
-    expected: int | None = None,
-) -> list[str]:
-    """Build a VOC-layout root holding train_aug; return its sorted ids.
-
-    ids = (VOC train + SBD train + SBD val) - VOC val. ``out_root`` gets ``JPEGImages`` (a link to
-    VOC's, which holds every SBD image), ``SegmentationClass`` with VOC's own mask where VOC has
-    one (VOC train and val, finer boundaries) and the SBD mask (``GTcls.Segmentation`` of
-    ``cls/<id>.mat``, converted to a palette PNG) elsewhere, and ``ImageSets/Segmentation`` with
-    VOC's train / val / trainval lists plus ``train_aug.txt``. Existing outputs are reused.
-
-    ``expected``: the number of ids to assert; by default 10,582 when the VOC lists are the real
-    VOC 2012 ones (1,464 train, 1,449 val), no check otherwise (fixtures).
-    """
-    voc_root, out_root = Path(voc_root), Path(out_root)
-    sbd = _sbd_dataset_dir(Path(sbd_root))
-    voc_lists = _lists(voc_root)
-    voc_train, voc_val = read_ids(voc_lists / "train.txt"), read_ids(voc_lists / "val.txt")
-    sbd_ids = read_ids(sbd / "train.txt") + read_ids(sbd / "val.txt")
-    ids = sorted((set(voc_train) | set(sbd_ids)) - set(voc_val))
-    if expected is None and (len(voc_train), len(voc_val)) == (VOC_TRAIN_SIZE, VOC_VAL_SIZE):
-        expected = TRAIN_AUG_SIZE
-    if expected is not None and len(ids) != expected:
-        raise ValueError(
-            f"train_aug from {voc_root} and {sbd}: {len(ids)} ids, expected {expected} (are the "
-            "VOC 2012 and SBD lists complete?)"
-        )
-    _link_or_copy(voc_root / "JPEGImages", out_root / "JPEGImages")
-    masks = out_root / "SegmentationClass"
-    masks.mkdir(parents=True, exist_ok=True)
-    for image_id in sorted(set(ids) | set(voc_val)):
-        target = masks / f"{image_id}.png"
-        if target.is_file():
-            continue
-        voc_mask = voc_root / "SegmentationClass" / f"{image_id}.png"
-        if voc_mask.is_file():
-            shutil.copyfile(voc_mask, target)
-            continue
-        mat = sbd / "cls" / f"{image_id}.mat"
-        if not mat.is_file():
-            raise FileNotFoundError(f"{image_id}: neither {voc_mask} nor {mat} exists")
-        write_mask(read_sbd_mask(mat), target)
-    out_lists = _lists(out_root)
-    for name in ("train.txt", "val.txt", "trainval.txt"):
-        if (voc_lists / name).is_file():
-            _write_ids(read_ids(voc_lists / name), out_lists / name)
-    _write_ids(ids, out_lists / "train_aug.txt")
-    return ids

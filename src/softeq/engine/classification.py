@@ -29,8 +29,9 @@ from softeq.engine.distributed import Distributed, seed_everything
 from softeq.engine.schedule import epoch_seed as epoch_seed_of
 from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
 from softeq.metrics.classification import ClassificationMeter
-from softeq.metrics.equivariance import kl_divergence, rotate_images, sample_angles
+from softeq.metrics.equivariance import kl_divergence
 from softeq.settings import from_dict
+from softeq.transforms import rotate_images, sample_angles
 
 __all__ = ["EvalSpec", "Recipe", "build_optimizer", "evaluate_classifier", "train_classifier"]
 

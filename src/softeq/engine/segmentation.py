@@ -31,9 +31,9 @@ from tqdm import tqdm
 from softeq.engine.checkpoint import save_checkpoint
 from softeq.engine.schedule import epoch_seed as epoch_seed_of
 from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
-from softeq.metrics.equivariance import rotate_images, sample_angles
 from softeq.metrics.segmentation import IGNORE_INDEX, SegmentationMeter
 from softeq.settings import from_dict
+from softeq.transforms import rotate_images, sample_angles
 
 __all__ = [
     "SegEvalSpec",

@@ -30,9 +30,9 @@ from tqdm import tqdm
 from softeq.data.eth_ucy import collate_windows
 from softeq.engine.schedule import epoch_seed as epoch_seed_of
 from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
-from softeq.metrics.equivariance import sample_angles
-from softeq.metrics.trajectory import TrajectoryMeter, rotate_trajectories
+from softeq.metrics.trajectory import TrajectoryMeter
 from softeq.settings import from_dict
+from softeq.transforms import rotate_trajectories, sample_angles
 
 __all__ = [
     "DEFAULT_SWEEP",

@@ -1,1 +1,1 @@
-"""Task metrics and equivariance errors, with the rotated-evaluation conventions of DESIGN.md §4."""
+"""Task metrics and equivariance errors (rotated-evaluation conventions: docs/conventions.md §1)."""

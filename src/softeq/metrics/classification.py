@@ -1,4 +1,4 @@
-"""Classification metrics on clean and rotated inputs (DESIGN.md §4).
+"""Classification metrics on clean and rotated inputs (docs/conventions.md §1).
 
 top-1 and top-5 accuracy on clean inputs x and on rotated inputs Rx, ``combined = sqrt(acc *
 rot_acc)`` (high only when the model is both accurate and robust to rotation), and the invariance

@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from softeq.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from softeq.layers import iter_soft
 from softeq.metrics.equivariance import kl_divergence
 from softeq.soften import soften
+from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DEFAULT_SOFTNESS",

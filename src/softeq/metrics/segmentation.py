@@ -1,4 +1,4 @@
-"""Segmentation metrics on clean and rotated inputs (DESIGN.md §4).
+"""Segmentation metrics on clean and rotated inputs (docs/conventions.md §1).
 
 * mIoU from one confusion matrix accumulated over the whole split (not a mean of per-image
   scores), pixels labelled ``ignore_index`` (255, VOC's boundary / void) left out, averaged over
@@ -8,7 +8,7 @@
 * rotated mIoU: the same on the rotated image and its nearest-rotated mask (fill 255, so pixels
   rotated in from outside the frame are ignored); ``combined = sqrt(mIoU * rot_mIoU)``.
 * equivariance error: mean per-pixel KL(R(softmax f(x)) || softmax f(Rx)) over the pixels whose
-  rotation reads only from inside the frame (:func:`softeq.metrics.equivariance.inside_mask`).
+  rotation reads only from inside the frame (:func:`softeq.transforms.inside_mask`).
 
 The confusion matrix lives on the device of the predictions and is filled by one
 ``torch.bincount`` per batch: no Python loop over classes or images, no host copy per batch.
@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from softeq.metrics.equivariance import inside_mask, rotate_images
+from softeq.metrics.equivariance import kl_divergence
+from softeq.transforms import inside_mask, rotate_images
 
 __all__ = [
     "IGNORE_INDEX",
@@ -100,8 +101,7 @@ def pixel_equivariance_error(
             f"{tuple(rot_logits.shape)}"
         )
     p = rotate_images(F.softmax(logits.float(), dim=1), angles_deg, mode="bilinear", fill=0.0)
-    log_q = F.log_softmax(rot_logits.float(), dim=1)
-    kl = (torch.xlogy(p, p) - p * log_q).sum(dim=1).clamp_min(0.0)
+    kl = kl_divergence(p, rot_logits.float(), dim=1, probs_p=True)
     inside = inside_mask(logits.shape, angles_deg, device=logits.device)[:, 0]
     return kl, inside
 

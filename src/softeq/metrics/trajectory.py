@@ -1,4 +1,4 @@
-"""Trajectory metrics on clean and rotated inputs (DESIGN.md §4), in metres.
+"""Trajectory metrics on clean and rotated inputs (docs/conventions.md §1), in metres.
 
 For predictions p and ground truth y of shape (..., T, 2) (T predicted steps), per agent:
 
@@ -6,8 +6,9 @@ For predictions p and ground truth y of shape (..., T, 2) (T predicted steps), p
 * ``ade_sum`` = sum_t ||p_t - y_t|| averaged over agents (= T * ADE): what the reference code
   reports as "ADE";
 * rotated versions: observations and ground truth rotated about the origin by a per-sample angle
-  R (counter-clockwise, uniform in [-eval_rot, +eval_rot] degrees, :func:`sample_angles`), the
-  model run on the rotated observations, errors against the rotated ground truth;
+  R (counter-clockwise, uniform in [-eval_rot, +eval_rot] degrees,
+  :func:`softeq.transforms.sample_angles`), the model run on the rotated observations, errors
+  against the rotated ground truth;
 * combined = (clean + rotated) / 2 (arithmetic mean, as the paper does for ADE / FDE);
 * equivariance error = mean over agents and steps of ||R f(x)_t - f(R x)_t|| (metres).
 
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from softeq.transforms import rotate_trajectories
+
 __all__ = [
     "TrajectoryMeter",
     "ade",
@@ -29,29 +32,7 @@ __all__ = [
     "displacement_errors",
     "equivariance_error",
     "fde",
-    "rotate_trajectories",
 ]
-
-
-def rotate_trajectories(x: Tensor, angles_deg: Tensor | Sequence[float] | float) -> Tensor:
-    """Rotate points (B, ..., 2) about the origin, counter-clockwise, sample b by angle b (degrees).
-
-    A single angle rotates every sample.  The rotation is computed in float64 and returned in
-    ``x``'s dtype.
-    """
-    if x.shape[-1] != 2:
-        raise ValueError(f"expected points (..., 2), got shape {tuple(x.shape)}")
-    angles = torch.as_tensor(angles_deg, dtype=torch.float64, device=x.device)
-    if angles.numel() == 1:
-        radians = torch.deg2rad(angles.reshape(()))
-    else:
-        angles = angles.reshape(-1)
-        if x.dim() < 2 or angles.numel() != x.shape[0]:
-            raise ValueError(f"got {angles.numel()} angles for points of shape {tuple(x.shape)}")
-        radians = torch.deg2rad(angles).reshape(-1, *([1] * (x.dim() - 2)))
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    px, py = x[..., 0].double(), x[..., 1].double()
-    return torch.stack([cos * px - sin * py, sin * px + cos * py], dim=-1).to(x.dtype)
 
 
 def displacement_errors(pred: Tensor, target: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,20 @@ import timm
 import torch
 from torch import nn
 
-__all__ = ["BackboneSpec", "PretrainedUnavailable", "build_backbone", "cached_weights"]
+from softeq.models.registry import register_model
 
-_HUB_HOST = "huggingface.co"
+__all__ = [
+    "HUB_HOST",
+    "BackboneSpec",
+    "PretrainedUnavailable",
+    "build_backbone",
+    "build_classifier",
+    "cached_weights",
+    "host_reachable",
+    "hub_reachable",
+]
+
+HUB_HOST = "huggingface.co"
 
 
 class PretrainedUnavailable(RuntimeError):
@@ -56,14 +67,20 @@ class BackboneSpec:
         )
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
+def host_reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host``:443 opens within ``timeout`` seconds."""
     try:
-        socket.create_connection((_HUB_HOST, 443), timeout=timeout).close()
+        socket.create_connection((host, 443), timeout=timeout).close()
     except OSError:
         return False
     return True
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub can be reached (never when ``HF_HUB_OFFLINE=1``)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    return host_reachable(HUB_HOST, timeout)
 
 
 _CLASSIFIERS = ("head", "fc", "classifier")
@@ -108,6 +125,7 @@ def _load_local(model: nn.Module, path: Path) -> None:
         )
 
 
+@register_model("timm", task="classification")
 def build_backbone(spec: BackboneSpec, num_classes: int) -> nn.Module:
     """The timm model of ``spec`` with a ``num_classes`` head; pre-trained weights if asked."""
     kwargs = {**spec.kwargs, "num_classes": num_classes}
@@ -131,15 +149,35 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> nn.Module:
         return timm.create_model(
             pretrained, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
         )
-    if not _hub_reachable():
+    if not hub_reachable():
         raise PretrainedUnavailable(
             f"pretrained weights {pretrained!r} are not in the local Hugging Face cache "
-            f"({_cache_dir()}) and {_HUB_HOST} cannot be reached. On a machine with internet, run "
+            f"({_cache_dir()}) and {HUB_HOST} cannot be reached. On a machine with internet, run "
             f"`python -c \"import timm; timm.create_model('{pretrained}', pretrained=True)\"` "
             "with the same HF_HOME to fill the cache, then copy it here; or set the backbone's "
             "`pretrained` to a local weights file (.safetensors or a torch state dict)."
         )
     return timm.create_model(pretrained, pretrained=True, **kwargs)
+
+
+def build_classifier(
+    spec: dict[str, Any] | BackboneSpec,
+    num_classes: int,
+    random_init: bool = False,
+    drop_path: float = 0.0,
+) -> tuple[BackboneSpec, nn.Module]:
+    """The spec (from its config dict) and the classifier it builds.
+
+    ``random_init`` ignores the spec's pretrained weights (the weights come from a checkpoint
+    next); ``drop_path`` sets timm's stochastic-depth rate.
+    """
+    if not isinstance(spec, BackboneSpec):
+        spec = BackboneSpec.from_dict(spec, "--backbone-spec")
+    if random_init:
+        spec = replace(spec, pretrained=None)
+    if drop_path:
+        spec = replace(spec, kwargs={**spec.kwargs, "drop_path_rate": drop_path})
+    return spec, build_backbone(spec, num_classes)
 
 
 def _cache_dir() -> str:

@@ -12,7 +12,7 @@ cumulative displacements.  Subtracting a is a translation; both r_t and d_t rota
 so with g equivariant the whole predictor is equivariant about the world origin:
 f(R x) = R a + G(R (x - a)) = R f(x) for every rotation R (and it is translation-equivariant too).
 
-The equivariant-ready architecture (``equivariant_ready=True``; DESIGN 3.5):
+The equivariant-ready architecture (``equivariant_ready=True``; docs/method.md §5):
 
 * every map with weights is an ``nn.Linear`` between pair features (even widths), so
   ``softeq.soften(model, "SO2", b, features="pairs")`` softens all of them, biases with the
@@ -36,6 +36,7 @@ prefix); testing rolls out autoregressively (``model(obs)``), feeding prediction
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softeq.layers import PairGate
+from softeq.models.registry import create_model, register_model
 
 __all__ = [
     "PRESETS",
@@ -54,6 +56,7 @@ __all__ = [
     "TimeEmbedding",
     "TrajectoryConfig",
     "TrajectoryTransformer",
+    "build_constant_velocity",
     "build_trajectory_model",
 ]
 
@@ -136,8 +139,9 @@ class TimeEmbedding(nn.Module):
     """token_t = W_t u_t + p_t: one ``nn.Linear(in_features, d_model)`` per time step.
 
     The bias p_t is the learnable positional encoding; keeping it as the bias of a linear map lets
-    ``soften`` project it with the invariant filter (DESIGN 3.5).  The W_t start as copies of one
-    matrix, i.e. a shared input embedding plus a positional encoding, and every parameter is used.
+    ``soften`` project it with the invariant filter (docs/method.md §5).  The W_t start as copies
+    of one matrix, i.e. a shared input embedding plus a positional encoding, and every parameter
+    is used.
     """
 
     def __init__(self, max_len: int, in_features: int, d_model: int) -> None:
@@ -233,12 +237,13 @@ class TrajectoryConfig:
 PRESETS: dict[str, TrajectoryConfig] = {
     # the paper's soft ("filtered") model
     "filtered": TrajectoryConfig(10, 10, 128, 4, 4, 512, 0.1, True),
-    # the paper's non-equivariant baseline (dropout not stated in PAPER.md: 0.1 assumed)
+    # the paper's non-equivariant baseline (dropout not stated, docs/paper.md: 0.1 assumed)
     "nonequivariant": TrajectoryConfig(8, 12, 256, 8, 8, 1024, 0.1, False),
     # the embedded default: small enough to train in about a minute on a CPU
     "tiny": TrajectoryConfig(8, 12, 32, 2, 2, 64, 0.0, True),
 }
-"""Named architectures: ``filtered`` and ``nonequivariant`` from PAPER.md, ``tiny`` for CPU runs."""
+"""Named architectures: ``filtered`` and ``nonequivariant`` from the paper (docs/paper.md),
+``tiny`` for CPU runs."""
 
 
 class TrajectoryTransformer(nn.Module):
@@ -318,20 +323,35 @@ class TrajectoryTransformer(nn.Module):
         return self.rollout(obs) if fut is None else self.teacher_forced(obs, fut)
 
 
-def build_trajectory_model(name: str = "tiny", **overrides: Any) -> nn.Module:
-    """A model by name: a preset of :data:`PRESETS` (fields overridable, e.g. ``obs_len=8``) or
-    ``constant_velocity`` (only ``obs_len`` / ``pred_len`` apply)."""
-    if name == "constant_velocity":
-        unknown = set(overrides) - {"obs_len", "pred_len"}
+def _preset_builder(name: str) -> Callable[..., TrajectoryTransformer]:
+    def build(**overrides: Any) -> TrajectoryTransformer:
+        fields = set(TrajectoryConfig.__dataclass_fields__)
+        unknown = set(overrides) - fields
         if unknown:
-            raise ValueError(f"constant_velocity takes only obs_len and pred_len, got {unknown}")
-        return ConstantVelocity(overrides.get("obs_len", 8), overrides.get("pred_len", 12))
-    if name not in PRESETS:
-        raise ValueError(
-            f"unknown trajectory model {name!r}; expected one of {[*PRESETS, 'constant_velocity']}"
-        )
-    fields = set(TrajectoryConfig.__dataclass_fields__)
-    unknown = set(overrides) - fields
+            raise ValueError(
+                f"unknown model keys {sorted(unknown)}; expected some of {sorted(fields)}"
+            )
+        return TrajectoryTransformer.from_config(replace(PRESETS[name], **overrides))
+
+    build.__qualname__ = f"preset_{name}"
+    return build
+
+
+for _name in PRESETS:
+    register_model(_name, task="trajectory")(_preset_builder(_name))
+
+
+@register_model("constant_velocity", task="trajectory")
+def build_constant_velocity(
+    obs_len: int = 8, pred_len: int = 12, **unknown: Any
+) -> ConstantVelocity:
+    """The constant-velocity baseline (no weights); only ``obs_len`` / ``pred_len`` apply."""
     if unknown:
-        raise ValueError(f"unknown model keys {sorted(unknown)}; expected some of {sorted(fields)}")
-    return TrajectoryTransformer.from_config(replace(PRESETS[name], **overrides))
+        raise ValueError(f"constant_velocity takes only obs_len and pred_len, got {set(unknown)}")
+    return ConstantVelocity(obs_len, pred_len)
+
+
+def build_trajectory_model(name: str = "tiny", **overrides: Any) -> nn.Module:
+    """A model by name through the registry: a preset of :data:`PRESETS` (fields overridable,
+    e.g. ``obs_len=8``) or ``constant_velocity`` (only ``obs_len`` / ``pred_len`` apply)."""
+    return create_model(name, task="trajectory", **overrides)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from softeq.data.catalog import ETHUCY_SCENES, SYNTHETIC_SCENES
 from softeq.groups import parse_group
 from softeq.spec import Softening
 
@@ -87,8 +88,6 @@ DATASETS = {  # dataset family -> task
     "synthetic": "trajectory",
     "ethucy": "trajectory",
 }
-ETHUCY_SCENES = ("eth", "hotel", "univ", "zara1", "zara2")
-SYNTHETIC_SCENES = ("corridor000", "corridor060", "corridor105", "corridor150")
 
 
 def task_of(spec: dict[str, Any]) -> str:

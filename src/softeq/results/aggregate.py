@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from softeq.io import atomic_write
+from softeq.io import atomic_write_text
 
 __all__ = [
     "CONFIG",
@@ -38,7 +38,6 @@ __all__ = [
     "read_table",
     "summarise",
     "write_table",
-    "write_text",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -277,16 +276,6 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------- writing
 
 
-def write_text(path: PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8, newlines as given) atomically: readers never see half a table."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-
-    return atomic_write(path, write)
-
-
 def _cell(value: object) -> str:
     if hasattr(value, "item"):  # numpy scalar -> Python scalar
         value = value.item()
@@ -321,8 +310,8 @@ def write_table(df: pd.DataFrame, stem: PathLike) -> tuple[Path, Path]:
     """Write ``{stem}.csv`` (full precision, round-trips with ``read_table``) and ``{stem}.md``."""
     stem = Path(stem)
     csv, md = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
-    write_text(csv, df.to_csv(index=False, lineterminator="\n"))
-    write_text(md, markdown_table(df))
+    atomic_write_text(csv, df.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(md, markdown_table(df))
     return csv, md
 
 

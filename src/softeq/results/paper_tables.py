@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from softeq.pipeline import ETHUCY_SCENES, SYNTHETIC_SCENES
+from softeq.data.catalog import ETHUCY_SCENES, SYNTHETIC_SCENES
 from softeq.results.columns import (
     COLUMNS,
     TASKS,

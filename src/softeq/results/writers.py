@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from softeq.results.aggregate import markdown_table, write_text
+from softeq.io import atomic_write_text
+from softeq.results.aggregate import markdown_table
 
 __all__ = ["cell", "latex", "latex_escape", "markdown", "write_table_files"]
 
@@ -103,7 +104,7 @@ def write_table_files(
     csv = stem.with_name(stem.name + ".csv")
     md = stem.with_name(stem.name + ".md")
     tex = stem.with_name(stem.name + ".tex")
-    write_text(csv, rows.to_csv(index=False, lineterminator="\n"))
-    write_text(md, markdown(md_header, cells, n_text))
-    write_text(tex, latex(tex_header, cells, starts, n_text))
+    atomic_write_text(csv, rows.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(md, markdown(md_header, cells, n_text))
+    atomic_write_text(tex, latex(tex_header, cells, starts, n_text))
     return [csv, md, tex]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-from typing import Any
 
 import torch
 from torch import nn
 
+from softeq.models import build_classifier
 from softeq.stages.common import (
     load_softening,
     setup_device,
@@ -18,19 +17,6 @@ from softeq.stages.common import (
 )
 
 __all__ = ["evaluate", "finetune", "pretrain", "projectors"]
-
-
-def _backbone(
-    spec_dict: dict[str, Any], num_classes: int, random_init: bool = False, drop_path: float = 0.0
-):
-    from softeq.models import BackboneSpec, build_backbone
-
-    spec = BackboneSpec.from_dict(spec_dict, "--backbone-spec")
-    if random_init:
-        spec = replace(spec, pretrained=None)
-    if drop_path:
-        spec = replace(spec, kwargs={**spec.kwargs, "drop_path_rate": drop_path})
-    return spec, build_backbone(spec, num_classes)
 
 
 def _train_and_save(
@@ -78,14 +64,14 @@ def pretrain(args: argparse.Namespace) -> None:
     recipe = Recipe.from_dict(args.recipe, "--recipe")
     classes = num_classes(args.data)
     torch.manual_seed(args.seed)
-    spec, model = _backbone(args.backbone_spec, classes, drop_path=recipe.drop_path)
+    spec, model = build_classifier(args.backbone_spec, classes, drop_path=recipe.drop_path)
     _train_and_save(args, model, spec, recipe, classes, device, {})
 
 
 def projectors(args: argparse.Namespace) -> None:
     """Build and save the backbone's projectors (random weights: no download)."""
     setup_device(args)
-    _, model = _backbone(args.backbone_spec, 10, random_init=True)
+    _, model = build_classifier(args.backbone_spec, 10, random_init=True)
     write_projectors(model, args.softening, args.out)
 
 
@@ -100,7 +86,7 @@ def finetune(args: argparse.Namespace) -> None:
     recipe = Recipe.from_dict(args.recipe, "--recipe")
     classes = num_classes(args.data)
     torch.manual_seed(args.seed)
-    spec, model = _backbone(
+    spec, model = build_classifier(
         args.backbone_spec, classes, args.init is not None, drop_path=recipe.drop_path
     )
     if args.init is not None:
@@ -121,7 +107,7 @@ def evaluate(args: argparse.Namespace) -> None:
     device = setup_device(args)
     state = load_checkpoint(args.model)
     softening = load_softening(state, args.model)
-    spec, model = _backbone(state["backbone"], state["num_classes"], random_init=True)
+    spec, model = build_classifier(state["backbone"], state["num_classes"], random_init=True)
     if softening is not None:
         soften_from(model, softening, args.projectors)
     model.load_state_dict(state.get("model_ema") or state["model"])  # the EMA when trained with one

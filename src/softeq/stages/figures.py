@@ -61,14 +61,14 @@ def figure1(args: argparse.Namespace) -> None:
     import torch
 
     from softeq.engine.checkpoint import load_checkpoint
-    from softeq.stages.classification import _backbone
+    from softeq.models import build_classifier
 
     if args.model:
         state = load_checkpoint(args.model)
-        spec, model = _backbone(state["backbone"], state["num_classes"], random_init=True)
+        spec, model = build_classifier(state["backbone"], state["num_classes"], random_init=True)
         model.load_state_dict(state["model"])
     else:
-        spec, model = _backbone(args.backbone_spec, 1000)
+        spec, model = build_classifier(args.backbone_spec, 1000)
     torch.manual_seed(0)
     softness = [float(b) for b in args.softness.split(",")]
     render_figure1(

@@ -1,0 +1,112 @@
+"""ViT / DINOv2 segmenters: a timm ViT backbone and a linear head on its patch-token grid.
+
+Registered as ``vit`` (default backbone ``vit_base_patch16_224``) and ``dinov2`` (default
+``vit_base_patch14_dinov2``).  ``softeq.soften`` finds the patch-embedding conv and the
+``pos_embed`` grid inside the backbone (docs/method.md §5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from softeq.models.backbones import BackboneSpec, build_backbone
+from softeq.models.registry import register_model
+from softeq.models.segmentation import Segmenter
+from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["ViTSegmenter", "build_vit_segmenter"]
+
+
+class ViTSegmenter(Segmenter):
+    """A timm ViT backbone + a linear head on its patch-token grid + bilinear upsampling.
+
+    ``backbone`` is a timm ``VisionTransformer`` (any number of class / register tokens: the
+    ``num_prefix_tokens`` first tokens are dropped). Input sides must be multiples of the patch
+    size: timm would otherwise crop the last rows and columns, which breaks the rotation symmetry.
+    """
+
+    head_prefixes = ("head",)
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        cfg = getattr(backbone, "pretrained_cfg", None) or {}
+        super().__init__(
+            num_classes,
+            mean if mean is not None else cfg.get("mean", IMAGENET_MEAN),
+            std if std is not None else cfg.get("std", IMAGENET_STD),
+        )
+        if not hasattr(backbone, "forward_features") or not hasattr(backbone, "patch_embed"):
+            raise TypeError(f"{type(backbone).__name__} is not a timm ViT (no patch_embed)")
+        self.backbone = backbone
+        patch = backbone.patch_embed.patch_size
+        self.patch_size = (
+            (int(patch[0]), int(patch[1]))
+            if isinstance(patch, Sequence)
+            else (int(patch), int(patch))
+        )
+        self.num_prefix_tokens = int(getattr(backbone, "num_prefix_tokens", 1))
+        width = int(getattr(backbone, "embed_dim", getattr(backbone, "num_features", 0)))
+        self.head = nn.Conv2d(width, self.num_classes, kernel_size=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        p_h, p_w = self.patch_size
+        if height % p_h or width % p_w:
+            raise ValueError(
+                f"input {height}x{width} is not a multiple of the patch size {p_h}x{p_w}"
+            )
+        tokens = self.backbone.forward_features(self.normalize(images))
+        tokens = tokens[:, self.num_prefix_tokens :]
+        grid_h, grid_w = height // p_h, width // p_w
+        if tokens.shape[1] != grid_h * grid_w:
+            raise ValueError(f"{tokens.shape[1]} patch tokens for a {grid_h}x{grid_w} grid")
+        features = tokens.transpose(1, 2).reshape(len(tokens), -1, grid_h, grid_w)
+        return self.upsample(self.head(features), (height, width))
+
+
+def build_vit_segmenter(
+    num_classes: int,
+    image_size: int,
+    pretrained: str | None = None,
+    backbone: str = "vit_base_patch16_224",
+    backbone_kwargs: dict[str, Any] | None = None,
+) -> ViTSegmenter:
+    """A timm ViT ``backbone`` (``image_size`` must be a multiple of its patch size) with a
+    ``num_classes`` linear head; ``pretrained``: a timm tag or a local weights file."""
+    kwargs = {"img_size": image_size, **(backbone_kwargs or {})}
+    spec = BackboneSpec(timm=backbone, input_size=image_size, kwargs=kwargs, pretrained=pretrained)
+    model = build_backbone(spec, num_classes=0)
+    patch = model.patch_embed.patch_size
+    patch = patch[0] if isinstance(patch, Sequence) else patch
+    if image_size % patch:
+        below, above = image_size // patch * patch, -(-image_size // patch) * patch
+        raise ValueError(
+            f"{backbone}: image_size {image_size} is not a multiple of the patch size {patch} "
+            f"(use {below} or {above})"
+        )
+    return ViTSegmenter(model, num_classes)
+
+
+@register_model("vit", task="segmentation")
+def _vit(num_classes: int, image_size: int, pretrained: str | None = None, **kwargs: Any):
+    return build_vit_segmenter(num_classes, image_size, pretrained, **kwargs)
+
+
+@register_model("dinov2", task="segmentation")
+def _dinov2(
+    num_classes: int,
+    image_size: int,
+    pretrained: str | None = None,
+    backbone: str = "vit_base_patch14_dinov2",
+    backbone_kwargs: dict[str, Any] | None = None,
+) -> ViTSegmenter:
+    return build_vit_segmenter(num_classes, image_size, pretrained, backbone, backbone_kwargs)
