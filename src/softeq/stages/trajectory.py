@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from softeq.io import read_manifest
+from softeq.io import read_manifest, write_json
 from softeq.spec import Softening
 from softeq.stages.common import (
     load_softening,
@@ -70,8 +70,8 @@ def projectors(args: argparse.Namespace) -> None:
     setup_device(args)
     model = _model(args.backbone_spec, _manifest(args.data))
     if not any(True for _ in model.parameters()):
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "manifest.json").write_text('{"layers": []}\n')
+        manifest = {"softening": args.softening.to_dict(), "layers": [], "files": []}
+        write_json(manifest, Path(args.out) / "manifest.json")
         return
     write_projectors(model, args.softening.with_features("pairs"), args.out)
 
