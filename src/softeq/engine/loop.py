@@ -51,6 +51,7 @@ class TaskHooks:
     collate_fn: Callable | None = None  # None: torch's default collate
     drop_last: bool = False  # drop an incomplete last micro-batch (and the sharding remainder)
     num_workers: int = 0
+    find_unused_parameters: bool = False  # DDP: some parameters take no part in the loss
     select: str | None = None  # the score of :meth:`evaluate` that picks the best epoch
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -125,7 +126,9 @@ class _Run:
         self.replica = model
         if ctx.world_size > 1:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.replica = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.replica = nn.parallel.DistributedDataParallel(
+                model, device_ids=ids, find_unused_parameters=hooks.find_unused_parameters
+            )
         batches = len(self.batches(0))
         if batches == 0:
             raise ValueError(f"{desc}: {len(dataset)} samples make no batch of {self.micro}")

@@ -81,6 +81,7 @@ class TrajectoryHooks(TaskHooks):
     steps (weighted by their global count)."""
 
     collate_fn = staticmethod(collate_windows)
+    find_unused_parameters = True  # teacher forcing never feeds the last future step
 
     def __init__(self, model: nn.Module, recipe: TrajectoryRecipe) -> None:
         self.recipe, self.dtype = recipe, _dtype(model)
