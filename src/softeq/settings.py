@@ -82,9 +82,13 @@ def check_types(settings: Any) -> None:
     hints = typing.get_type_hints(type(settings))
     for field in fields(settings):
         value = getattr(settings, field.name)
-        if not _matches(value, hints[field.name]):
-            expected = str(hints[field.name]).replace("typing.", "")
-            raise SettingError(field.name, f"expected {expected}, got {value!r}")
+        hint = hints[field.name]
+        if not _matches(value, hint):
+            expected = hint.__name__ if isinstance(hint, type) else str(hint)
+            note = ""
+            if isinstance(value, str) and _matches(1.0, hint):
+                note = " (YAML reads 5e-4 as a string: write 5.0e-4)"
+            raise SettingError(field.name, f"expected {expected}, got {value!r}{note}")
 
 
 def at_least(settings: Any, key: str, bound: float) -> None:
