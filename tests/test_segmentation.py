@@ -16,8 +16,8 @@ from PIL import Image
 import softeq
 from softeq.data import voc, voc_fetch
 from softeq.data.embedded_voc import EMBEDDED_VOC_CLASSES, build_embedded_voc
+from softeq.engine.evaluation import EvalSettings as SegEvalSpec
 from softeq.engine.segmentation import (
-    SegEvalSpec,
     SegRecipe,
     evaluate_segmenter,
     param_groups,

@@ -11,6 +11,7 @@ from torch import nn
 import softeq
 from softeq.data.eth_ucy import TrajectoryDataset
 from softeq.data.synthetic_trajectories import build_synthetic
+from softeq.engine.evaluation import EvalSettings
 from softeq.engine.trajectory import TrajectoryRecipe, evaluate_trajectory, train_trajectory
 from softeq.layers import iter_soft
 from softeq.metrics.trajectory import (
@@ -177,9 +178,8 @@ def test_metrics_hand_computed_with_mask():
 
 
 def test_evaluate_constant_velocity_is_exactly_equivariant(synthetic):
-    result = evaluate_trajectory(
-        ConstantVelocity(4, 3), synthetic, 30.0, seed=0, sweep_angles=[0.0, 90.0]
-    )
+    spec = EvalSettings(eval_rot=30.0, sweep=(0.0, 90.0))
+    result = evaluate_trajectory(ConstantVelocity(4, 3), synthetic, spec, seed=0)
     metrics = result["metrics"]
     keys = ("ade", "fde", "ade_sum", "rot_ade", "rot_fde", "combined_ade", "combined_fde")
     assert set(keys) | {"eq_error"} <= set(metrics) and metrics["count"] == synthetic.num_agents

@@ -1,48 +1,61 @@
-"""Classification: the paper's timm-style fine-tuning recipe, checkpoint/resume, and evaluation.
+"""Classification: the paper's timm-style fine-tuning recipe as hooks of the training loop, and
+evaluation.
 
 The recipe is built from timm's components: AdamW with layer-wise lr decay
-(``param_groups_layer_decay``), mixup / cutmix (``Mixup`` + ``SoftTargetCrossEntropy``), random
-erasing, label smoothing, EMA (``ModelEmaV3``); plus bf16 autocast, gradient accumulation and
-clipping, warmup + cosine per optimizer step, and DDP when launched by torchrun.
-
-Training is resumable and reproducible: the checkpoint after each epoch holds the model,
-optimizer, scheduler and EMA; the data order and every random draw of epoch e come from seeds
-(seed, e, rank), so a run killed and resumed ends with the same weights as one that was not.
+(``param_groups_layer_decay``), mixup / cutmix (``Mixup``, soft-target cross-entropy), random
+erasing, label smoothing, EMA (``ModelEmaV3``); :func:`softeq.engine.loop.fit` adds bf16
+autocast, gradient accumulation and clipping, DDP, warmup + cosine per optimizer step, and the
+resumable, reproducible checkpoint after every epoch.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from softeq.engine.distributed import Distributed, seed_everything
-from softeq.engine.schedule import epoch_seed as epoch_seed_of
-from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
+from softeq.engine.distributed import Distributed
+from softeq.engine.evaluation import EvalSettings
+from softeq.engine.loop import TaskHooks, fit
+from softeq.engine.recipe import TrainRecipe
+from softeq.engine.schedule import warmup_cosine
 from softeq.metrics.classification import ClassificationMeter
 from softeq.metrics.equivariance import kl_divergence
-from softeq.settings import from_dict
-from softeq.transforms import rotate_images, sample_angles
+from softeq.settings import SettingError, at_least, one_of, positive
+from softeq.transforms import fit_input, rotate_images, sample_angles
 
-__all__ = ["EvalSpec", "Recipe", "build_optimizer", "evaluate_classifier", "train_classifier"]
+__all__ = [
+    "ClassificationHooks",
+    "Recipe",
+    "build_optimizer",
+    "evaluate_classifier",
+    "train_classifier",
+]
+
+EVAL_BATCH = 256  # images per evaluation batch unless the evaluation settings say otherwise
+
+
+def _fraction(settings: Any, key: str, closed: bool = False) -> None:
+    value = getattr(settings, key)
+    if value is not None and not (0 <= value <= 1 if closed else 0 <= value < 1):
+        raise SettingError(key, f"must be in [0, 1{']' if closed else ')'}, got {value!r}")
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(TrainRecipe):
     """Fine-tuning hyper-parameters (config: ``pretrain.recipe`` and ``finetune.recipe``).
 
     ``batch_size`` is the global batch per optimizer step: split over the DDP processes and the
     ``grad_accum`` micro-batches.  ``drop_path`` and ``auto_augment`` act where the model and the
-    data are built (the CLI passes them on); the loop applies the rest.
+    data are built (the CLI passes them on); the hooks apply the rest.
     """
 
     epochs: int = 5
@@ -53,7 +66,6 @@ class Recipe:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     rotate_degrees: float = 0.0  # training augmentation: uniform random rotation (tensor data)
-    grad_clip: float = 1.0
     layer_decay: float | None = None  # lr scale layer_decay^(depth - layer) per timm group
     drop_path: float = 0.0
     auto_augment: str | None = None  # timm RandAugment string, e.g. rand-m9-mstd0.5-inc1
@@ -62,37 +74,31 @@ class Recipe:
     reprob: float = 0.0  # random erasing probability
     ema_decay: float | None = None  # evaluate the EMA of the weights when set
     amp: str = "none"  # "none" or "bf16" autocast
-    grad_accum: int = 1
     head_epochs: int = 0  # train only the classifier head first (a linear probe), then all
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> Recipe:
-        recipe = from_dict(cls, values, where)
-        if recipe.amp not in ("none", "bf16"):
-            raise ValueError(f"{where}.amp: {recipe.amp!r} is not supported; use 'none' or 'bf16'")
-        if recipe.grad_accum < 1:
-            raise ValueError(f"{where}.grad_accum must be >= 1")
-        return recipe
+    def check(self) -> None:
+        positive(self, "lr")
+        for key in ("min_lr", "weight_decay", "warmup_epochs", "rotate_degrees"):
+            at_least(self, key, 0)
+        for key in ("mixup", "cutmix", "head_epochs"):
+            at_least(self, key, 0)
+        positive(self, "layer_decay")
+        for key in ("label_smoothing", "drop_path", "ema_decay"):
+            _fraction(self, key)
+        _fraction(self, "reprob", closed=True)
+        one_of(self, "amp", ("none", "bf16"))
 
+    @property
+    def bf16(self) -> bool:
+        return self.amp == "bf16"
 
-@dataclass(frozen=True)
-class EvalSpec:
-    """Evaluation settings (config: ``evaluate``)."""
+    @property
+    def ema(self) -> float | None:
+        return self.ema_decay
 
-    eval_rot: float = 30.0  # rotated evaluation: angles uniform in [-eval_rot, +eval_rot] degrees
-    sweep: tuple[float, ...] = (-180, -135, -90, -45, -30, -15, 0, 15, 30, 45, 90, 135, 180)
-    batch_size: int = 256
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "evaluate") -> EvalSpec:
-        return from_dict(cls, values, where, tuples=("sweep",))
-
-
-def fit_input(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize images to the backbone's input size (symmetric bilinear: commutes with rot90)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    @property
+    def mixing(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
 
 
 _SOFT_NAME = re.compile(r"parametrizations\.(\w+)\.original$")
@@ -136,6 +142,80 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=recipe.lr)
 
 
+class ClassificationHooks(TaskHooks):
+    """Rotation, random erasing, mixup / cutmix, (soft-target) cross-entropy summed over the
+    images of a batch, and the linear probe of the first ``head_epochs``."""
+
+    def __init__(self, model: nn.Module, recipe: Recipe, input_size: int, num_classes: int | None):
+        self.recipe, self.input_size = recipe, input_size
+        self.drop_last = recipe.mixing  # timm's mixup needs even batches
+        self.mixup = None
+        if recipe.mixing:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(
+                mixup_alpha=recipe.mixup,
+                cutmix_alpha=recipe.cutmix,
+                label_smoothing=recipe.label_smoothing,
+                num_classes=num_classes,
+            )
+        self.erase = None
+        self.angles: Tensor | None = None
+        self.body: list[nn.Parameter] = []
+        if recipe.head_epochs:
+            if not hasattr(model, "get_classifier"):
+                raise ValueError(f"head_epochs: {type(model).__name__} has no timm classifier head")
+            head = {id(p) for p in model.get_classifier().parameters()}
+            self.body = [p for p in model.parameters() if id(p) not in head]
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(model, self.recipe)
+
+    def lr_factor(self, steps_per_epoch: int) -> Callable[[int], float]:
+        recipe = self.recipe
+        warmup = max(1, round(recipe.warmup_epochs * steps_per_epoch))
+        return warmup_cosine(warmup, recipe.epochs * steps_per_epoch, recipe.min_lr / recipe.lr)
+
+    def start_epoch(self, dataset: Dataset, epoch: int, seed: int) -> None:
+        super().start_epoch(dataset, epoch, seed)
+        if self.recipe.rotate_degrees:  # one angle per image and epoch: the same on any split
+            self.angles = sample_angles(len(dataset), self.recipe.rotate_degrees, seed * 7919)
+
+    def prepare(self, batch: Any, indices: list[int], device: torch.device) -> Any:
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        if self.angles is not None:
+            x = rotate_images(x, self.angles[indices].to(device))
+        x = fit_input(x, self.input_size)
+        if self.recipe.reprob:
+            from timm.data.random_erasing import RandomErasing
+
+            if self.erase is None:
+                self.erase = RandomErasing(self.recipe.reprob, mode="pixel", device=str(device))
+            x = self.erase(x)
+        target = y
+        if self.mixup is not None:
+            x, target = self.mixup(x, y)
+        return x, target, y
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        x, target, y = batch
+        logits = model(x).float()
+        if self.mixup is not None:  # soft targets: timm's SoftTargetCrossEntropy, summed
+            loss = torch.sum(-target * F.log_softmax(logits, dim=-1))
+        else:
+            smoothing = self.recipe.label_smoothing
+            loss = F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="sum")
+        return loss, {"correct": (logits.argmax(1) == y).sum()}
+
+    def before_step(self, model: nn.Module, epoch: int) -> None:
+        if epoch < self.recipe.head_epochs:  # linear probe: only the head moves
+            for param in self.body:
+                param.grad = None
+
+    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+        return {"train_acc": totals["correct"] / max(totals["count"], 1)}
+
+
 def train_classifier(
     model: nn.Module,
     train_set: Dataset,
@@ -154,155 +234,30 @@ def train_classifier(
     model (None without ``ema_decay``).  Launched by torchrun, each process trains a DDP replica.
     ``stop_after_epochs`` ends the call early, as if killed, for tests of resume.
     """
-    from timm.data import Mixup
-    from timm.data.random_erasing import RandomErasing
-    from timm.loss import SoftTargetCrossEntropy
-    from timm.utils import ModelEmaV3
-
-    ctx = Distributed.from_env(device)
-    per_step = ctx.world_size * recipe.grad_accum
-    if recipe.batch_size % per_step:
-        raise ValueError(
-            f"batch_size {recipe.batch_size} is not divisible by {ctx.world_size} processes x "
-            f"{recipe.grad_accum} accumulation steps"
-        )
-    micro_batch = recipe.batch_size // per_step
-    mixing = recipe.mixup > 0 or recipe.cutmix > 0
-    if mixing and num_classes is None:
-        raise ValueError("mixup / cutmix need num_classes")
-    if mixing and micro_batch % 2:
-        raise ValueError(f"mixup / cutmix need an even micro-batch, got {micro_batch}")
-    model.to(ctx.device)
-    replica = model
-    if ctx.world_size > 1:
-        replica = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-        )
-    sampler = DistributedSampler(
-        train_set, ctx.world_size, ctx.rank, shuffle=True, seed=seed, drop_last=mixing
-    )
-    loader = DataLoader(train_set, batch_size=micro_batch, sampler=sampler, drop_last=mixing)
-    steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum)
-    optimizer = build_optimizer(model, recipe)
-    warmup = max(1, round(recipe.warmup_epochs * steps_per_epoch))
-    schedule = warmup_cosine(warmup, recipe.epochs * steps_per_epoch, recipe.min_lr / recipe.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
-    mixup = (
-        Mixup(
-            mixup_alpha=recipe.mixup,
-            cutmix_alpha=recipe.cutmix,
-            label_smoothing=recipe.label_smoothing,
-            num_classes=num_classes,
-        )
-        if mixing
-        else None
-    )
-    erase = (
-        RandomErasing(recipe.reprob, mode="pixel", device=str(ctx.device))
-        if recipe.reprob
-        else None
-    )
-    history, start, state = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
-    body = []
-    if recipe.head_epochs:
-        if not hasattr(model, "get_classifier"):
-            raise ValueError(f"head_epochs: {type(model).__name__} has no timm classifier head")
-        head = {id(p) for p in model.get_classifier().parameters()}
-        body = [p for p in model.parameters() if id(p) not in head]
-    if ema is not None and state:
-        ema.module.load_state_dict(state["ema"])
-    loss_fn = (
-        SoftTargetCrossEntropy()
-        if mixing
-        else nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    )
-    for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs):
-        replica.train()
-        epoch_seed = epoch_seed_of(seed, epoch)
-        seed_everything(epoch_seed * 1009 + ctx.rank)  # dropout, drop path, mixup, erasing
-        sampler.set_epoch(epoch)
-        total_loss, correct, count = 0.0, 0, 0
-        bar = tqdm(
-            loader,
-            desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}",
-            leave=False,
-            disable=not ctx.is_main,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        for step, (x, y) in enumerate(bar):
-            x, y = x.to(ctx.device), y.to(ctx.device)
-            if recipe.rotate_degrees:
-                angles = sample_angles(len(x), recipe.rotate_degrees, epoch_seed * 7919 + step)
-                x = rotate_images(x, angles.to(ctx.device))
-            x = fit_input(x, input_size)
-            if erase is not None:
-                x = erase(x)
-            target = y
-            if mixup is not None:
-                x, target = mixup(x, y)
-            last = (step + 1) % recipe.grad_accum == 0 or step + 1 == len(loader)
-            # gradients are all-reduced on the last micro-batch of each optimizer step only
-            sync = nullcontext() if last or ctx.world_size == 1 else replica.no_sync()
-            with sync:
-                with torch.autocast(ctx.device.type, torch.bfloat16, enabled=recipe.amp == "bf16"):
-                    logits = replica(x)
-                    loss = loss_fn(logits.float(), target)
-                (loss / recipe.grad_accum).backward()
-            if last:
-                if epoch < recipe.head_epochs:  # linear probe: only the head moves
-                    for param in body:
-                        param.grad = None
-                if recipe.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model, step=scheduler.last_epoch)
-            total_loss += loss.item() * len(x)
-            correct += int((logits.argmax(1) == y).sum())
-            count += len(x)
-            bar.set_postfix(loss=f"{total_loss / count:.3f}")
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": total_loss / count,
-                "train_acc": correct / count,
-                "lr": scheduler.get_last_lr()[0],
-            }
-        )
-        if checkpoint is not None and ctx.is_main:
-            save_state(
-                checkpoint,
-                recipe,
-                seed,
-                epoch,
-                history,
-                model,
-                optimizer,
-                scheduler,
-                world_size=ctx.world_size,
-                ema=ema.module.state_dict() if ema is not None else None,
-            )
-        ctx.barrier()
-    return history, (ema.module if ema is not None else None)
+    if recipe.mixing:
+        if num_classes is None:
+            raise ValueError("mixup / cutmix need num_classes")
+        micro = recipe.batch_size // (Distributed.from_env(device).world_size * recipe.grad_accum)
+        if micro % 2:
+            raise ValueError(f"mixup / cutmix need an even micro-batch, got {micro}")
+    hooks = ClassificationHooks(model, recipe, input_size, num_classes)
+    return fit(model, train_set, hooks, recipe, seed, checkpoint, device, desc, stop_after_epochs)
 
 
 @torch.no_grad()
 def evaluate_classifier(
     model: nn.Module,
     test_set: Dataset,
-    spec: EvalSpec,
+    spec: EvalSettings,
     seed: int,
     input_size: int,
     device: str = "cpu",
     desc: str = "evaluate",
 ) -> dict[str, Any]:
-    """Clean / rotated accuracy, combined score, KL invariance error (DESIGN 4), the exact
-    90-degree invariance error, and the error against a fixed sweep of angles."""
+    """Clean / rotated accuracy, combined score, KL invariance error, the exact 90-degree
+    invariance error, and the error against a fixed sweep of angles (docs/conventions.md §1)."""
     model.to(device).eval()
-    loader = DataLoader(test_set, batch_size=spec.batch_size, shuffle=False)
+    loader = DataLoader(test_set, batch_size=spec.batch(EVAL_BATCH), shuffle=False)
     angles = sample_angles(len(test_set), spec.eval_rot, seed)  # one angle per sample
     meter = ClassificationMeter()
     rot90_kl, sweep_kl, sweep_correct = 0.0, [0.0] * len(spec.sweep), [0] * len(spec.sweep)

@@ -1,90 +1,78 @@
-"""Segmentation: fine-tuning with head / backbone learning rates, checkpoint/resume, evaluation.
+"""Segmentation: fine-tuning with head / backbone learning rates as hooks of the training loop,
+and evaluation.
 
-The recipe follows the paper (PAPER.md, PASCAL VOC): AdamW with three parameter groups (the
+The recipe follows the paper (docs/paper.md, PASCAL VOC): AdamW with three parameter groups (the
 head at ``head_lr``; the backbone at ``backbone_lr``, split into weights with weight decay and
 norms / biases / positional embeddings / special tokens without), ``warmup_iters`` of linear
 warmup then a per-iteration cosine to ``min_lr_ratio`` times each group's rate, gradient
-clipping, cross-entropy with 255 ignored.
+clipping, cross-entropy with 255 ignored, averaged over the labelled pixels of the global batch.
 
-Training is resumable and reproducible as in :mod:`softeq.engine.classification`: the
-checkpoint written atomically after each epoch holds model, optimizer, scheduler, history and the
-best selection score; the data order, the augmentation of every sample (``set_epoch`` on the
-dataset) and dropout of epoch e all derive from (seed, e), so a killed and resumed run ends with
-the same weights as one that was not. With a ``val_set`` (the held-out selection split) every
-epoch is scored on ``select_metric`` and the best weights are written to ``best_checkpoint``.
+:func:`softeq.engine.loop.fit` makes training resumable, reproducible and data-parallel; the
+augmentation of every sample derives from (seed, epoch, index) (``set_epoch`` on the dataset).
+With a ``val_set`` (the held-out selection split) every epoch is scored on ``select_metric`` and
+the best weights are written to ``best_checkpoint``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from softeq.engine.checkpoint import save_checkpoint
-from softeq.engine.schedule import epoch_seed as epoch_seed_of
-from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
+from softeq.engine.evaluation import EvalSettings
+from softeq.engine.loop import TaskHooks, fit
+from softeq.engine.recipe import TrainRecipe
+from softeq.engine.schedule import warmup_cosine
 from softeq.metrics.segmentation import IGNORE_INDEX, SegmentationMeter
-from softeq.settings import from_dict
+from softeq.settings import SettingError, at_least, one_of, positive
 from softeq.transforms import rotate_images, sample_angles
 
 __all__ = [
-    "SegEvalSpec",
     "SegRecipe",
+    "SegmentationHooks",
     "evaluate_segmenter",
     "param_groups",
     "train_segmenter",
 ]
 
-_SELECT = ("miou", "rot_miou", "combined", "pixel_acc")
+SELECT_METRICS = ("miou", "rot_miou", "combined", "pixel_acc")
+EVAL_BATCH = 16  # images per evaluation batch unless the evaluation settings say otherwise
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "dist_token", "mask_token", "pos_block")
 
 
 @dataclass(frozen=True)
-class SegRecipe:
+class SegRecipe(TrainRecipe):
     """Fine-tuning hyper-parameters (config: ``finetune`` for segmentation)."""
 
     epochs: int = 100
     batch_size: int = 32
     head_lr: float = 1e-3
-    backbone_lr: float = 5e-5
+    backbone_lr: float = 5e-5  # 0 freezes the backbone
     weight_decay: float = 0.01
     warmup_iters: int = 250
     min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
     select_metric: str = "miou"
-    amp: bool = False  # bf16 autocast (CUDA only)
+    amp: bool = False  # bf16 autocast
     num_workers: int = 0
 
-    def __post_init__(self) -> None:
-        if self.select_metric not in _SELECT:
-            raise ValueError(f"select_metric must be one of {_SELECT}, got {self.select_metric!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1: {self}")
+    def check(self) -> None:
+        positive(self, "head_lr")
+        for key in ("backbone_lr", "weight_decay", "warmup_iters", "min_lr_ratio", "num_workers"):
+            at_least(self, key, 0)
+        if self.min_lr_ratio > 1:
+            raise SettingError("min_lr_ratio", f"must be <= 1, got {self.min_lr_ratio!r}")
+        one_of(self, "select_metric", SELECT_METRICS)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> SegRecipe:
-        return from_dict(cls, values, where)
-
-
-@dataclass(frozen=True)
-class SegEvalSpec:
-    """Evaluation settings (config: ``evaluate`` for segmentation)."""
-
-    eval_rot: float = 30.0  # rotated evaluation: angles uniform in [-eval_rot, +eval_rot] degrees
-    sweep: tuple[float, ...] = (-90, -45, -30, -15, 0, 15, 30, 45, 90)
-    batch_size: int = 16
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "evaluate") -> SegEvalSpec:
-        return from_dict(cls, values, where, tuples=("sweep",))
+    @property
+    def bf16(self) -> bool:
+        return self.amp
 
 
 def _is_head(model: nn.Module, name: str) -> bool:
@@ -132,10 +120,59 @@ def param_groups(model: nn.Module, recipe: SegRecipe) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def _autocast(recipe: SegRecipe, device: str):
-    if recipe.amp and str(device).startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+class SegmentationHooks(TaskHooks):
+    """Three AdamW groups, per-iteration warmup + cosine, pixel cross-entropy summed over the
+    labelled pixels; best-epoch selection on ``val_set`` by ``recipe.select_metric``."""
+
+    def __init__(
+        self,
+        recipe: SegRecipe,
+        seed: int,
+        val_set: Dataset | None = None,
+        eval_spec: EvalSettings | None = None,
+        device: str = "cpu",
+        desc: str = "train",
+    ) -> None:
+        self.recipe, self.seed, self.val_set = recipe, seed, val_set
+        self.eval_spec = EvalSettings(sweep=()) if eval_spec is None else eval_spec
+        self.device, self.desc = device, desc
+        self.num_workers = recipe.num_workers
+        self.select = recipe.select_metric
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(param_groups(model, self.recipe))
+
+    def lr_factor(self, steps_per_epoch: int) -> Callable[[int], float]:
+        total = self.recipe.epochs * steps_per_epoch
+        return warmup_cosine(self.recipe.warmup_iters, total, self.recipe.min_lr_ratio)
+
+    def count(self, batch: Any) -> Tensor:
+        return (batch[1] != IGNORE_INDEX).sum()
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        images, masks = batch
+        logits = model(images).float()
+        loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum")
+        with torch.no_grad():
+            correct = ((logits.argmax(1) == masks) & (masks != IGNORE_INDEX)).sum()
+        return loss, {"correct": correct}
+
+    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+        return {"train_pixel_acc": totals["correct"] / max(totals["count"], 1)}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float] | None:
+        if self.val_set is None:
+            return None
+        spec = EvalSettings(self.eval_spec.eval_rot, (), self.eval_spec.batch_size)
+        return evaluate_segmenter(
+            model,
+            self.val_set,
+            spec,
+            self.seed,
+            device=self.device,
+            desc=f"{self.desc} select",
+            rotated=self.select in ("rot_miou", "combined"),
+        )["metrics"]
 
 
 def train_segmenter(
@@ -146,7 +183,7 @@ def train_segmenter(
     checkpoint: str | Path | None = None,
     val_set: Dataset | None = None,
     best_checkpoint: str | Path | None = None,
-    eval_spec: SegEvalSpec | None = None,
+    eval_spec: EvalSettings | None = None,
     device: str = "cpu",
     desc: str = "train",
     stop_after_epochs: int | None = None,
@@ -159,113 +196,35 @@ def train_segmenter(
     (``{"model", "epoch", "score", "metric"}``). ``stop_after_epochs`` ends the call early, as if
     killed, for tests of resume.
     """
-    model.to(device)
-    steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
-    optimizer = torch.optim.AdamW(param_groups(model, recipe))
-    schedule = warmup_cosine(
-        recipe.warmup_iters, recipe.epochs * steps_per_epoch, recipe.min_lr_ratio
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    history, start, state = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
-    best = float(state["best"]) if state else -math.inf
-    spec = SegEvalSpec(sweep=()) if eval_spec is None else eval_spec
-    for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs):
-        record = _train_epoch(
-            model, train_set, recipe, seed, epoch, optimizer, scheduler, device, desc
-        )
-        if val_set is not None:
-            rotated = recipe.select_metric in ("rot_miou", "combined")
-            scores = evaluate_segmenter(
-                model,
-                val_set,
-                SegEvalSpec(spec.eval_rot, (), spec.batch_size),
-                seed,
-                device=device,
-                desc=f"{desc} select",
-                rotated=rotated,
-            )["metrics"]
-            record.update({f"val_{k}": v for k, v in scores.items()})
-            score = scores[recipe.select_metric]
-            if score > best:
-                best = score
-                if best_checkpoint is not None:
-                    save_checkpoint(
-                        {
-                            "model": model.state_dict(),
-                            "epoch": epoch,
-                            "score": score,
-                            "metric": recipe.select_metric,
-                        },
-                        best_checkpoint,
-                    )
-        history.append(record)
-        save_state(checkpoint, recipe, seed, epoch, history, model, optimizer, scheduler, best=best)
-    return history
-
-
-def _train_epoch(
-    model, train_set, recipe, seed, epoch, optimizer, scheduler, device, desc
-) -> dict[str, float]:
-    model.train()
-    epoch_seed = epoch_seed_of(seed, epoch)
-    torch.manual_seed(epoch_seed)  # dropout / drop-path draws: reproducible per epoch on resume
-    if hasattr(train_set, "set_epoch"):
-        train_set.set_epoch(epoch)
-    order = torch.Generator().manual_seed(epoch_seed)
-    loader = DataLoader(
+    hooks = SegmentationHooks(recipe, seed, val_set, eval_spec, device, desc)
+    history, _ = fit(
+        model,
         train_set,
-        batch_size=recipe.batch_size,
-        shuffle=True,
-        generator=order,
-        num_workers=recipe.num_workers,
-        pin_memory=str(device).startswith("cuda"),
+        hooks,
+        recipe,
+        seed,
+        checkpoint,
+        device,
+        desc,
+        stop_after_epochs,
+        best_checkpoint,
     )
-    total_loss, correct, labelled, batches = 0.0, 0, 0, 0
-    bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", leave=False)
-    for images, masks in bar:
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
-        with _autocast(recipe, device):
-            logits = model(images)
-        logits = logits.float()
-        valid = masks != IGNORE_INDEX
-        count = valid.sum()
-        loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum")
-        loss = loss / count.clamp_min(1)  # a batch of void pixels only gives 0, not NaN
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():
-            correct += int(((logits.argmax(1) == masks) & valid).sum())
-            labelled += int(count)
-        total_loss += float(loss.detach())
-        batches += 1
-        bar.set_postfix(loss=f"{total_loss / batches:.3f}")
-    lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
-    return {
-        "epoch": epoch + 1,
-        "loss": total_loss / max(batches, 1),
-        "train_pixel_acc": correct / max(labelled, 1),
-        **lrs,
-    }
+    return history
 
 
 @torch.no_grad()
 def evaluate_segmenter(
     model: nn.Module,
     test_set: Dataset,
-    spec: SegEvalSpec,
+    spec: EvalSettings,
     seed: int,
     num_classes: int | None = None,
     device: str = "cpu",
     desc: str = "evaluate",
     rotated: bool = True,
 ) -> dict[str, Any]:
-    """Clean / rotated mIoU, combined score, equivariance error, pixel accuracy (DESIGN 4), and
-    the equivariance error and mIoU against a fixed sweep of angles.
+    """Clean / rotated mIoU, combined score, equivariance error, pixel accuracy, and the
+    equivariance error and mIoU against a fixed sweep of angles (docs/conventions.md §1).
 
     Every sample i is rotated by ``sample_angles(len(test_set), spec.eval_rot, seed)[i]``
     (images bilinear with fill 0, masks nearest with fill 255). Returns ``{"metrics": {miou,
@@ -275,7 +234,7 @@ def evaluate_segmenter(
     """
     num_classes = int(num_classes if num_classes is not None else model.num_classes)
     model.to(device).eval()
-    loader = DataLoader(test_set, batch_size=spec.batch_size, shuffle=False)
+    loader = DataLoader(test_set, batch_size=spec.batch(EVAL_BATCH), shuffle=False)
     angles = sample_angles(len(test_set), spec.eval_rot, seed)
     meter = SegmentationMeter(num_classes)
     sweep_meters = [SegmentationMeter(num_classes) for _ in spec.sweep] if rotated else []

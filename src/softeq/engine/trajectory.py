@@ -1,22 +1,21 @@
-"""Trajectories: training with teacher forcing and rotation augmentation, checkpoint/resume, and
-clean / rotated / equivariance evaluation with autoregressive rollout.
-
-Training is resumable and reproducible exactly like :mod:`softeq.engine.classification`: after
-each epoch an atomic checkpoint holds the model, optimizer and scheduler; the window order, the
-augmentation angles and the dropout draws of epoch e come from generators seeded by (seed, e), so
-a run stopped and resumed ends with the same weights as one that was not.
+"""Trajectories: teacher-forced training with rotation augmentation as hooks of the training
+loop, and clean / rotated / equivariance evaluation with autoregressive rollout.
 
 Batches are windows (:func:`softeq.data.eth_ucy.collate_windows`); every real agent of a window
 is one sample of the per-agent model.  Augmentation rotates each window (observations and future
-together) about the world origin by its own angle, uniform in [-rotate_degrees, +rotate_degrees].
-The loss is the mean squared L2 error of the teacher-forced one-step predictions of the future
-positions (metres^2).
+together) about the world origin by its own angle, uniform in [-rotate_degrees, +rotate_degrees]
+and drawn per (seed, epoch, window index), so it does not depend on how windows are batched.
+
+Loss weighting: windows hold different numbers of agents, so the loss is the squared L2 error of
+the teacher-forced one-step predictions summed over every agent and future step, divided by the
+number of agent steps of the whole global batch (:mod:`softeq.engine.loop` sums that count over
+the DDP processes before the backward pass): each agent step weighs the same on 1 or N
+processes, and one process with one micro-batch gets the plain mean (metres^2).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,52 +27,41 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from softeq.data.eth_ucy import collate_windows
-from softeq.engine.schedule import epoch_seed as epoch_seed_of
-from softeq.engine.schedule import epochs_to_run, resume, save_state, warmup_cosine
+from softeq.engine.evaluation import EvalSettings
+from softeq.engine.loop import TaskHooks, fit
+from softeq.engine.recipe import TrainRecipe
+from softeq.engine.schedule import warmup_cosine
 from softeq.metrics.trajectory import TrajectoryMeter
-from softeq.settings import from_dict
+from softeq.settings import at_least, positive
 from softeq.transforms import rotate_trajectories, sample_angles
 
 __all__ = [
-    "DEFAULT_SWEEP",
+    "TrajectoryHooks",
     "TrajectoryRecipe",
     "evaluate_trajectory",
     "train_trajectory",
 ]
 
-DEFAULT_SWEEP = (
-    -180.0,
-    -135.0,
-    -90.0,
-    -45.0,
-    -30.0,
-    -15.0,
-    0.0,
-    15.0,
-    30.0,
-    45.0,
-    90.0,
-    135.0,
-    180.0,
-)
+EVAL_BATCH = 256  # windows per evaluation batch unless the evaluation settings say otherwise
 
 
 @dataclass(frozen=True)
-class TrajectoryRecipe:
-    """Training hyper-parameters (config: ``finetune`` for trajectories; PAPER.md defaults)."""
+class TrajectoryRecipe(TrainRecipe):
+    """Training hyper-parameters (config: ``finetune`` for trajectories; the paper's defaults,
+    docs/paper.md)."""
 
     epochs: int = 100
-    batch_size: int = 128  # windows per batch
+    batch_size: int = 128  # windows per optimizer step
     lr: float = 5e-4
     min_lr: float = 0.0
     weight_decay: float = 1e-5  # Adam's L2 penalty (not AdamW's decoupled decay)
     warmup_epochs: float = 0.0
     rotate_degrees: float = 30.0  # augmentation: uniform random rotation about the origin
-    grad_clip: float = 1.0  # 0 disables
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> TrajectoryRecipe:
-        return from_dict(cls, values, where)
+    def check(self) -> None:
+        positive(self, "lr")
+        for key in ("min_lr", "weight_decay", "warmup_epochs", "rotate_degrees"):
+            at_least(self, key, 0)
 
 
 def _dtype(model: nn.Module) -> torch.dtype:
@@ -86,6 +74,53 @@ def _dtype(model: nn.Module) -> torch.dtype:
 def _agents(obs: Tensor, fut: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Padded windows (B, A, T, 2) -> the real agents (N, T, 2)."""
     return obs[mask], fut[mask]
+
+
+class TrajectoryHooks(TaskHooks):
+    """Adam + warmup / cosine, per-window rotations, and the squared error summed over agent
+    steps (weighted by their global count)."""
+
+    collate_fn = staticmethod(collate_windows)
+    find_unused_parameters = True  # teacher forcing never feeds the last future step
+
+    def __init__(self, model: nn.Module, recipe: TrajectoryRecipe) -> None:
+        self.recipe, self.dtype = recipe, _dtype(model)
+        self.angles: Tensor | None = None
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        recipe = self.recipe
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+    def lr_factor(self, steps_per_epoch: int) -> Callable[[int], float]:
+        recipe = self.recipe
+        warmup = round(recipe.warmup_epochs * steps_per_epoch)
+        return warmup_cosine(warmup, recipe.epochs * steps_per_epoch, recipe.min_lr / recipe.lr)
+
+    def start_epoch(self, dataset: Dataset, epoch: int, seed: int) -> None:
+        super().start_epoch(dataset, epoch, seed)
+        if self.recipe.rotate_degrees:
+            self.angles = sample_angles(len(dataset), self.recipe.rotate_degrees, seed * 7919)
+
+    def prepare(self, batch: Any, indices: list[int], device: torch.device) -> Any:
+        obs, fut, mask = batch
+        obs, fut = obs.to(device, self.dtype), fut.to(device, self.dtype)
+        if self.angles is not None:
+            angles = self.angles[indices].to(device)
+            obs, fut = rotate_trajectories(obs, angles), rotate_trajectories(fut, angles)
+        return _agents(obs, fut, mask.to(device))
+
+    def count(self, batch: Any) -> int:
+        _, fut = batch
+        return fut.shape[0] * fut.shape[1]  # agent steps
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor | float]]:
+        obs, fut = batch
+        sq_error = (model(obs, fut) - fut).pow(2).sum(-1)  # (N, pred_len)
+        ade = sq_error.detach().sqrt().mean(-1).sum()
+        return sq_error.sum(), {"ade_sum": ade, "agents": float(len(obs))}
+
+    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+        return {"train_ade": totals["ade_sum"] / max(totals["agents"], 1)}
 
 
 def train_trajectory(
@@ -105,84 +140,27 @@ def train_trajectory(
     """
     if len(dataset) == 0:
         raise ValueError(f"{desc}: the training set has no windows")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"{type(model).__name__} has no trainable parameters")
-    model.to(device)
-    steps_per_epoch = math.ceil(len(dataset) / recipe.batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    warmup = round(recipe.warmup_epochs * steps_per_epoch)
-    floor = recipe.min_lr / recipe.lr
-    schedule = warmup_cosine(warmup, recipe.epochs * steps_per_epoch, floor)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    history, start, _ = resume(checkpoint, recipe, seed, model, optimizer, scheduler)
-    for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs):
-        history.append(
-            _train_epoch(model, dataset, recipe, seed, epoch, optimizer, scheduler, device, desc)
-        )
-        save_state(checkpoint, recipe, seed, epoch, history, model, optimizer, scheduler)
-    return history
-
-
-def _train_epoch(
-    model, dataset, recipe, seed, epoch, optimizer, scheduler, device, desc
-) -> dict[str, float]:
-    model.train()
-    epoch_seed = epoch_seed_of(seed, epoch)
-    torch.manual_seed(epoch_seed)  # dropout draws: reproducible per epoch on resume
-    order = torch.Generator().manual_seed(epoch_seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=recipe.batch_size,
-        shuffle=True,
-        generator=order,
-        collate_fn=collate_windows,
+    hooks = TrajectoryHooks(model, recipe)
+    history, _ = fit(
+        model, dataset, hooks, recipe, seed, checkpoint, device, desc, stop_after_epochs
     )
-    dtype = _dtype(model)
-    total_loss, total_ade, count = 0.0, 0.0, 0
-    bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", leave=False)
-    for step, (obs, fut, mask) in enumerate(bar):
-        obs, fut = obs.to(device, dtype), fut.to(device, dtype)
-        if recipe.rotate_degrees:
-            angles = sample_angles(len(obs), recipe.rotate_degrees, epoch_seed * 7919 + step)
-            obs, fut = rotate_trajectories(obs, angles), rotate_trajectories(fut, angles)
-        obs, fut = _agents(obs, fut, mask.to(device))
-        pred = model(obs, fut)
-        sq_error = (pred - fut).pow(2).sum(-1)  # (N, pred_len)
-        loss = sq_error.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        total_loss += loss.item() * len(obs)
-        total_ade += float(sq_error.detach().sqrt().mean(-1).sum())
-        count += len(obs)
-        bar.set_postfix(loss=f"{total_loss / count:.4f}")
-    return {
-        "epoch": epoch + 1,
-        "loss": total_loss / count,
-        "train_ade": total_ade / count,
-        "lr": scheduler.get_last_lr()[0],
-    }
+    return history
 
 
 @torch.no_grad()
 def evaluate_trajectory(
     model: nn.Module,
     dataset: Dataset,
-    eval_rot: float,
+    spec: EvalSettings,
     seed: int,
-    sweep_angles: Sequence[float] = DEFAULT_SWEEP,
-    batch_size: int = 256,
     device: str = "cpu",
     desc: str = "evaluate",
 ) -> dict[str, Any]:
     """Clean and rotated ADE / FDE (autoregressive rollout), combined scores and the
-    equivariance error (DESIGN 4), plus the error against a fixed sweep of angles.
+    equivariance error, plus the error against a fixed sweep of angles (docs/conventions.md §1).
 
-    Each window gets its own angle, uniform in [-eval_rot, +eval_rot] degrees, drawn from
-    ``seed`` (:func:`sample_angles`; the same on every rerun); all its agents share it.
+    Each window gets its own angle, uniform in [-spec.eval_rot, +spec.eval_rot] degrees, drawn
+    from ``seed`` (:func:`sample_angles`; the same on every rerun); all its agents share it.
     Returns ``{"metrics": {ade, fde, ade_sum, rot_ade, rot_fde, rot_ade_sum, combined_ade,
     combined_fde, combined_ade_sum, eq_error, count}, "angle_sweep": [{"angle", "eq_error",
     "ade", "fde"}, ...]}``; distances in metres, ``count`` = agent windows.
@@ -191,10 +169,12 @@ def evaluate_trajectory(
         raise ValueError(f"{desc}: the evaluation set has no windows")
     model.to(device).eval()
     dtype = _dtype(model)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_windows)
-    angles = sample_angles(len(dataset), eval_rot, seed)
+    loader = DataLoader(
+        dataset, batch_size=spec.batch(EVAL_BATCH), shuffle=False, collate_fn=collate_windows
+    )
+    angles = sample_angles(len(dataset), spec.eval_rot, seed)
     meter = TrajectoryMeter()
-    sweep = [TrajectoryMeter() for _ in sweep_angles]
+    sweep = [TrajectoryMeter() for _ in spec.sweep]
     at = 0
     with parametrize.cached():  # project each soft weight once, not once per rollout step
         for obs, fut, mask in tqdm(loader, desc=desc, leave=False):
@@ -210,7 +190,7 @@ def evaluate_trajectory(
             meter.update(
                 pred, clean_fut, rot_pred=model(rot_obs), rot_target=rot_fut, angles_deg=per_agent
             )
-            for meter_at, angle in zip(sweep, sweep_angles, strict=True):
+            for meter_at, angle in zip(sweep, spec.sweep, strict=True):
                 turned_obs = rotate_trajectories(clean_obs, float(angle))
                 turned_fut = rotate_trajectories(clean_fut, float(angle))
                 meter_at.update(
@@ -222,7 +202,7 @@ def evaluate_trajectory(
                 )
     metrics = meter.compute()
     angle_sweep = []
-    for angle, meter_at in zip(sweep_angles, sweep, strict=True):
+    for angle, meter_at in zip(spec.sweep, sweep, strict=True):
         values = meter_at.compute()
         angle_sweep.append(
             {

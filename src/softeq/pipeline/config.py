@@ -95,35 +95,39 @@ def task_of(spec: dict[str, Any]) -> str:
     return next(task for key, task in TASK_OF_SPEC.items() if key in spec)
 
 
-def check_recipes(config: dict[str, Any]) -> None:
-    """Build every recipe the config holds, so that a bad key fails before any job runs."""
+def check_settings(config: dict[str, Any]) -> None:
+    """Build every recipe and evaluation setting the config holds, so that a bad key fails
+    before any job runs."""
     from softeq.engine.classification import Recipe
+    from softeq.engine.evaluation import EvalSettings
     from softeq.engine.segmentation import SegRecipe
     from softeq.engine.trajectory import TrajectoryRecipe
 
     classes = {"classification": Recipe, "segmentation": SegRecipe, "trajectory": TrajectoryRecipe}
-    for stage in ("pretrain", "finetune"):
-        for task, settings in (config.get(stage) or {}).items():
-            where = f"{stage}.{task}.recipe"
-            try:
-                classes[task].from_dict(settings.get("recipe", {}), where)
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"config key {where}: {error}") from error
+    checks = [
+        (f"{stage}.{task}.recipe", classes[task], settings.get("recipe", {}))
+        for stage in ("pretrain", "finetune")
+        for task, settings in (config.get(stage) or {}).items()
+    ]
     for name, spec in (config.get("backbones") or {}).items():
         if "recipe" in spec:
             task = task_of(spec)
             base = (config.get("finetune") or {}).get(task, {}).get("recipe", {})
-            where = f"backbones.{name}.recipe"
-            try:
-                classes[task].from_dict({**base, **spec["recipe"]}, where)
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"config key {where}: {error}") from error
+            checks.append((f"backbones.{name}.recipe", classes[task], {**base, **spec["recipe"]}))
+    for task, settings in (config.get("evaluate") or {}).items():
+        if isinstance(settings, dict):
+            checks.append((f"evaluate.{task}", EvalSettings, settings))
+    for where, cls, values in checks:
+        try:
+            cls.from_dict(values, where)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config key {where}: {error}") from error
 
 
 def resolve(config: dict[str, Any]) -> list[Run]:
     """Every run the (schema-validated) config asks for; raises :class:`ConfigError`."""
     backbones = config.get("backbones") or {}
-    check_recipes(config)
+    check_settings(config)
     runs: list[Run] = []
     for i, exp in enumerate(config.get("experiments") or []):
         where = f"experiments[{i}]"

@@ -102,7 +102,8 @@ def evaluate(args: argparse.Namespace) -> None:
     """Clean / rotated metrics, errors and bounds of a fine-tuned model, as JSON."""
     from softeq.data.classification import load_classification
     from softeq.engine.checkpoint import load_checkpoint
-    from softeq.engine.classification import EvalSpec, evaluate_classifier
+    from softeq.engine.classification import evaluate_classifier
+    from softeq.engine.evaluation import EvalSettings
 
     device = setup_device(args)
     state = load_checkpoint(args.model)
@@ -112,6 +113,6 @@ def evaluate(args: argparse.Namespace) -> None:
         soften_from(model, softening, args.projectors)
     model.load_state_dict(state.get("model_ema") or state["model"])  # the EMA when trained with one
     test_set = load_classification(args.data, args.split, spec.input_size, train=False)
-    eval_spec = EvalSpec.from_dict(args.eval, "--eval")
+    eval_spec = EvalSettings.from_dict(args.eval, "--eval")
     result = evaluate_classifier(model, test_set, eval_spec, args.seed, spec.input_size, device)
     write_metrics(args, "classification", softening, result, model, device)

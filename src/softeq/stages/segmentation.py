@@ -50,7 +50,9 @@ def _split(manifest: dict, split: str, spec: dict, seed: int, train: bool):
 
 def _train_and_save(args, model: nn.Module, manifest: dict, device: str, extra: dict) -> None:
     from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
-    from softeq.engine.segmentation import SegEvalSpec, SegRecipe, train_segmenter
+    from softeq.engine.distributed import Distributed
+    from softeq.engine.evaluation import EvalSettings
+    from softeq.engine.segmentation import SegRecipe, train_segmenter
 
     recipe = SegRecipe.from_dict(args.recipe, "--recipe")
     spec = args.backbone_spec
@@ -63,10 +65,12 @@ def _train_and_save(args, model: nn.Module, manifest: dict, device: str, extra: 
         checkpoint=args.checkpoint,
         val_set=_split(manifest, "val", spec, args.seed, False),
         best_checkpoint=best,
-        eval_spec=SegEvalSpec(sweep=()),
+        eval_spec=EvalSettings(sweep=()),
         device=device,
         desc=args.stage,
     )
+    if not Distributed.from_env(device).is_main:  # DDP: the main process writes --out
+        return
     if best.exists():  # model selection on the held-out split (the paper's protocol)
         model.load_state_dict(load_checkpoint(best)["model"])
     save_checkpoint(
@@ -118,7 +122,8 @@ def finetune(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     """mIoU, rotated mIoU, combined, per-pixel equivariance error and bounds, as JSON."""
     from softeq.engine.checkpoint import load_checkpoint
-    from softeq.engine.segmentation import SegEvalSpec, evaluate_segmenter
+    from softeq.engine.evaluation import EvalSettings
+    from softeq.engine.segmentation import evaluate_segmenter
 
     device = setup_device(args)
     manifest = _manifest(args.data)
@@ -129,7 +134,7 @@ def evaluate(args: argparse.Namespace) -> None:
         soften_from(model, softening, args.projectors)
     model.load_state_dict(state["model"])
     test_set = _split(manifest, args.split, state["backbone"], args.seed, False)
-    spec = SegEvalSpec.from_dict(args.eval, "--eval")
+    spec = EvalSettings.from_dict(args.eval, "--eval")
     result = evaluate_segmenter(model, test_set, spec, args.seed, state["num_classes"], device)
     result.pop("per_class_iou", None)
     write_metrics(args, "segmentation", softening, result, model, device)

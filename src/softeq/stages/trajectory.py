@@ -79,6 +79,7 @@ def projectors(args: argparse.Namespace) -> None:
 def finetune(args: argparse.Namespace) -> None:
     """Train the (soft) model from scratch on the fold's train split (resumable)."""
     from softeq.engine.checkpoint import save_checkpoint
+    from softeq.engine.distributed import Distributed
     from softeq.engine.trajectory import TrajectoryRecipe, train_trajectory
 
     if args.init is not None:
@@ -96,6 +97,8 @@ def finetune(args: argparse.Namespace) -> None:
         history = train_trajectory(
             model, train_set, recipe, args.seed, args.checkpoint, device, desc=args.stage
         )
+    if not Distributed.from_env(device).is_main:  # DDP: the main process writes --out
+        return
     save_checkpoint(
         {
             "model": model.state_dict(),
@@ -110,6 +113,7 @@ def finetune(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     """ADE / FDE (clean, rotated, combined), equivariance error and bounds, as JSON."""
     from softeq.engine.checkpoint import load_checkpoint
+    from softeq.engine.evaluation import EvalSettings
     from softeq.engine.trajectory import evaluate_trajectory
 
     device = setup_device(args)
@@ -119,15 +123,7 @@ def evaluate(args: argparse.Namespace) -> None:
     model = _model(state["backbone"], manifest)
     _soften_or_check(model, softening, args.projectors)
     model.load_state_dict(state["model"])
-    options = dict(args.eval)
+    spec = EvalSettings.from_dict(args.eval, "--eval")
     test_set = _dataset(manifest, _scene(args.dataset), args.split, model)
-    result = evaluate_trajectory(
-        model,
-        test_set,
-        options.get("eval_rot", 30.0),
-        args.seed,
-        options.get("sweep", (-180, -90, -45, 0, 45, 90, 180)),
-        options.get("batch_size", 256),
-        device,
-    )
+    result = evaluate_trajectory(model, test_set, spec, args.seed, device)
     write_metrics(args, "trajectory", softening, result, model, device)

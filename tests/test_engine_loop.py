@@ -1,0 +1,56 @@
+"""The training loop's plumbing and settings: sharding deals one permutation over the processes,
+recipes and evaluation settings validate types and ranges naming the key, one default sweep."""
+
+import pytest
+
+from softeq.engine.classification import Recipe
+from softeq.engine.evaluation import DEFAULT_SWEEP, EvalSettings
+from softeq.engine.loop import shard
+from softeq.engine.segmentation import SegRecipe
+from softeq.engine.trajectory import TrajectoryRecipe
+
+
+def test_shards_union_is_the_single_process_order():
+    single = shard(10, seed=3, epoch=2, rank=0, world=1, drop_last=False)
+    assert sorted(single) == list(range(10))
+    ranks = [shard(10, 3, 2, r, 2, False) for r in range(2)]
+    assert [i for pair in zip(*ranks, strict=True) for i in pair] == single
+    padded = [shard(9, 3, 2, r, 2, False) for r in range(2)]
+    assert len(padded[0]) == len(padded[1]) == 5  # padded like DistributedSampler
+    cut = [shard(9, 3, 2, r, 2, True) for r in range(2)]
+    assert len(cut[0]) == len(cut[1]) == 4
+    assert shard(10, 3, 3, 0, 1, False) != single  # a new order every epoch
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    [
+        (Recipe, {"epochs": 0}, r"--recipe\.epochs: must be >= 1"),
+        (Recipe, {"batch_size": 0}, r"--recipe\.batch_size: must be >= 1"),
+        (Recipe, {"lr": 0.0}, r"--recipe\.lr: must be > 0"),
+        (Recipe, {"lr": "5e-4"}, r"--recipe\.lr: expected float.*5\.0e-4"),
+        (Recipe, {"amp": "fp16"}, r"--recipe\.amp: must be one of"),
+        (Recipe, {"lr_typo": 1}, r"--recipe: unknown keys \['lr_typo'\]"),
+        (SegRecipe, {"batch_size": 2.5}, r"--recipe\.batch_size: expected int"),
+        (SegRecipe, {"head_lr": -1.0}, r"--recipe\.head_lr: must be > 0"),
+        (SegRecipe, {"select_metric": "iou"}, r"--recipe\.select_metric: must be one of"),
+        (TrajectoryRecipe, {"grad_accum": 0}, r"--recipe\.grad_accum: must be >= 1"),
+        (TrajectoryRecipe, {"epochs": True}, r"--recipe\.epochs: expected int"),
+        (EvalSettings, {"sweep": [0, "a"]}, r"--recipe\.sweep: expected"),
+        (EvalSettings, {"eval_rot": 200}, r"--recipe\.eval_rot: must be <= 180"),
+        (EvalSettings, {"batch_size": 0}, r"--recipe\.batch_size: must be >= 1"),
+    ],
+)
+def test_settings_name_the_bad_key(cls, values, message):
+    with pytest.raises(ValueError, match=message):
+        cls.from_dict(values, "--recipe")
+
+
+def test_one_default_sweep_and_per_task_batch():
+    spec = EvalSettings.from_dict({"sweep": [0, 90]})
+    assert spec.sweep == (0, 90) and spec.batch(16) == 16
+    assert EvalSettings().sweep == DEFAULT_SWEEP and 0.0 in DEFAULT_SWEEP
+    assert EvalSettings(batch_size=4).batch(256) == 4
+    recipe = SegRecipe.from_dict({"amp": True, "grad_accum": 2, "batch_size": 8})
+    assert recipe.bf16 and recipe.grad_accum == 2
+    assert Recipe.from_dict({"amp": "bf16", "ema_decay": 0.99}).ema == 0.99
