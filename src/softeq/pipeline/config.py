@@ -121,7 +121,8 @@ def check_settings(config: dict[str, Any]) -> None:
         try:
             cls.from_dict(values, where)
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"config key {where}: {error}") from error
+            message = str(error) if str(error).startswith(where) else f"{where}: {error}"
+            raise ConfigError(f"config key {message}") from error
 
 
 def resolve(config: dict[str, Any]) -> list[Run]:
