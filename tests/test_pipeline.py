@@ -96,6 +96,7 @@ def test_resolve_expands_and_checks_semantics(config):
 def test_bad_config_fails_before_any_job_runs(config, tmp_path, edit, key):
     config["results"] = str(tmp_path / "results")
     config["resources"] = str(tmp_path / "resources")
+    config["allow_outside"] = True  # results in a temporary folder
     edit(config)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -94,6 +94,7 @@ def test_finetune_job_requests_gpus(stub_env, tmp_path):
     assert config["gpus"] >= 1
     config["results"] = str(tmp_path / "results")
     config["resources"] = str(tmp_path / "resources")
+    config["allow_outside"] = True  # results in a temporary folder
     config_path = tmp_path / "paper.yaml"
     config_path.write_text(yaml.safe_dump(config))
     work = tmp_path / "work"  # .snakemake/, logs/ and slurm logs stay out of the repo

@@ -30,6 +30,7 @@ def reduced(tmp_path_factory):
         config = yaml.safe_load(f)
     config["results"] = str(tmp / "results")
     config["resources"] = str(tmp / "resources")
+    config["allow_outside"] = True  # results in a temporary folder
     config["backbones"] = {
         "vit": {
             "timm": "vit_tiny_patch16_224",

@@ -14,6 +14,9 @@ build from the validated config; nothing is evaluated as code.  ``--task`` picks
                       --seed S --dataset NAME --backbone NAME --out metrics.json
     softeq aggregate  --out-dir results/tables METRICS.json ...
     softeq figures    --tables results/tables --prefix classification_digits --out-dir DIR
+    softeq check-config config/paper.yaml     # what the workflow checks, before any job
+
+``softeq <stage> --help`` describes every option.
 """
 
 from __future__ import annotations
@@ -45,6 +48,24 @@ def _softening(text: str):
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _softness_list(text: str) -> list[float]:
+    from softeq.filters import check_softness
+
+    try:
+        return [check_softness(float(b)) for b in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
+
+
+def _group(text: str) -> str:
+    from softeq.groups import parse_group
+
+    try:
+        return parse_group(text).name
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _task_stage(name: str):
     def run(args: argparse.Namespace) -> None:
         from softeq.stages import task_module
@@ -55,6 +76,20 @@ def _task_stage(name: str):
         getattr(module, name)(args)
 
     return run
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from softeq.pipeline import ConfigError, Plan, load_config, validate_config
+
+    try:
+        config = validate_config(load_config(args.config), args.schema)
+        plan = Plan(config)
+    except ConfigError as error:
+        text = str(error)
+        raise SystemExit(
+            text if text.startswith(args.config) else f"{args.config}: {text}"
+        ) from error
+    print(f"{args.config}: valid; {len(plan.runs)} runs on {len(plan.datasets)} datasets")
 
 
 def cmd_prepare_data(args: argparse.Namespace) -> None:
@@ -86,6 +121,10 @@ def _figure_stage(name: str):
     return run
 
 
+Stage = Callable[..., argparse.ArgumentParser]
+TASKS = ("classification", "segmentation", "trajectory")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softeq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
@@ -94,17 +133,31 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         if compute:
-            p.add_argument(
-                "--task",
-                default="classification",
-                choices=("classification", "segmentation", "trajectory"),
-            )
+            p.add_argument("--task", default="classification", choices=TASKS, help="the task")
             p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
             p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
         return p
 
+    _add_data_stages(stage)
+    _add_training_stages(stage)
+    _add_result_stages(stage)
+    return parser
+
+
+def _add_data_stages(stage: Stage) -> None:
+    """Config checking and dataset preparation."""
+    p = stage("check-config", cmd_check_config, "check a config as the workflow does", False)
+    p.add_argument("config", help="the config file (YAML or JSON)")
+    p.add_argument(
+        "--schema",
+        default="workflow/schemas/config.schema.yaml",
+        help="the workflow's config schema (default: the repository's)",
+    )
+
     p = stage("prepare-data", cmd_prepare_data, "build, fetch or check a dataset", compute=False)
-    p.add_argument("--dataset", required=True)
+    p.add_argument(
+        "--dataset", required=True, help="digits, vocdigits, synthetic, voc, ethucy or imagenet"
+    )
     p.add_argument("--root", help="a local copy, or where a provided dataset lies")
     p.add_argument(
         "--source", default="folder", help="imagenet: folder, archives, huggingface or imagenette"
@@ -112,82 +165,95 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="imagenette: the pinned sha256 of its archive")
     p.add_argument("--protocol", type=_json_object, help="dataset protocol settings (JSON)")
     p.add_argument("--downloads", help="folder for downloaded archives")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the dataset manifest (or embedded file) to write")
 
+
+def _add_training_stages(stage: Stage) -> None:
+    """Projectors, training and evaluation: the stages that build models."""
+
+    def model_and_data(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+        p.add_argument("--data", required=data_required, help="the dataset manifest or file")
+        p.add_argument(
+            "--backbone-spec", type=_json_object, required=True, help="the model spec (JSON)"
+        )
+
+    def training(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--recipe", type=_json_object, required=True, help="the recipe (JSON)")
+        p.add_argument("--seed", type=int, default=0, help="training seed")
+        p.add_argument("--checkpoint", help="resumable training state (written every epoch)")
+        p.add_argument("--out", required=True, help="the trained model file to write")
+
+    softening = {"type": _softening, "required": True, "help": "a softening setting (JSON)"}
     p = stage("pretrain", _task_stage("pretrain"), "train a plain model standing in for hub ones")
-    p.add_argument("--data", required=True)
-    p.add_argument("--backbone-spec", type=_json_object, required=True)
-    p.add_argument("--recipe", type=_json_object, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", help="resumable training state (per epoch)")
-    p.add_argument("--out", required=True)
+    model_and_data(p)
+    training(p)
 
     p = stage("projectors", _task_stage("projectors"), "build and save a model's projectors")
-    p.add_argument("--data", help="the dataset manifest, where the model depends on it")
-    p.add_argument("--backbone-spec", type=_json_object, required=True)
-    p.add_argument("--softening", type=_softening, required=True, help="a softening setting (JSON)")
+    model_and_data(p, data_required=False)
+    p.add_argument("--softening", **softening)
     p.add_argument("--out", required=True, help="folder for projector files + manifest.json")
 
     p = stage("finetune", _task_stage("finetune"), "soften a model and fine-tune (or train) it")
-    p.add_argument("--data", required=True)
+    model_and_data(p)
     p.add_argument("--dataset", default="", help="dataset name (trajectories: family-scene)")
     p.add_argument("--init", help="plain model to start from (default: the spec's weights)")
-    p.add_argument("--backbone-spec", type=_json_object, required=True)
-    p.add_argument("--softening", type=_softening, required=True, help="a softening setting (JSON)")
+    p.add_argument("--softening", **softening)
     p.add_argument("--projectors", help="folder of projector files (from `softeq projectors`)")
-    p.add_argument("--recipe", type=_json_object, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", help="resumable training state (per epoch)")
-    p.add_argument("--out", required=True)
+    training(p)
 
     p = stage("evaluate", _task_stage("evaluate"), "metrics, errors and bounds as JSON")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--model", required=True)
-    p.add_argument("--projectors")
-    p.add_argument("--eval", type=_json_object, default={})
+    p.add_argument("--data", required=True, help="the dataset manifest or file")
+    p.add_argument("--split", default="test", help="the split to evaluate on")
+    p.add_argument("--model", required=True, help="the trained model file")
+    p.add_argument("--projectors", help="folder of projector files (from `softeq projectors`)")
+    p.add_argument("--eval", type=_json_object, default={}, help="evaluation settings (JSON)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (rotation angles)")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True, help="dataset name for the tables")
     p.add_argument("--backbone", required=True, help="model name for the tables")
-    p.add_argument("--out", required=True)
-
-    _add_result_stages(stage)
-    return parser
+    p.add_argument("--out", required=True, help="the metrics JSON to write")
 
 
-def _add_result_stages(stage: Callable[..., argparse.ArgumentParser]) -> None:
+def _add_result_stages(stage: Stage) -> None:
     """The stages that read metrics, tables or a plain model: tables, figures, ablations."""
+    from softeq.filters import FILTERS
+
     p = stage("aggregate", cmd_aggregate, "tables from metrics JSONs", compute=False)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("metrics", nargs="+")
+    p.add_argument("--out-dir", required=True, help="folder for the tables")
+    p.add_argument("metrics", nargs="+", help="metrics JSON files of one (task, dataset)")
 
     p = stage("figures", cmd_figures, "figures from the aggregated tables", compute=False)
-    p.add_argument("--tables", required=True)
+    p.add_argument("--tables", required=True, help="folder of the aggregated tables")
     p.add_argument("--prefix", required=True, help="{task}_{dataset} of the tables to plot")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="folder for the figures")
 
     p = stage("figure1", _figure_stage("figure1"), "Figure 1: kernels, features, error maps")
-    p.add_argument("--model", help="a plain classifier checkpoint (default: the spec's weights)")
-    p.add_argument("--backbone-spec", type=_json_object, help="used when --model is not given")
-    p.add_argument("--group", default="C4")
-    p.add_argument("--filter", default="shrink")
-    p.add_argument("--softness", default="0,0.25,0.5,0.75,1", help="comma-separated b values")
-    p.add_argument("--title")
-    p.add_argument("--out", required=True)
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="a plain classifier checkpoint")
+    model.add_argument("--backbone-spec", type=_json_object, help="a model spec (hub weights)")
+    p.add_argument("--group", type=_group, default="C4", help="the group (C4, C18, D4, flip)")
+    p.add_argument("--filter", choices=FILTERS, default="shrink", help="the softness filter")
+    p.add_argument(
+        "--softness",
+        type=_softness_list,
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        help="comma-separated b values (default 0,0.25,0.5,0.75,1)",
+    )
+    p.add_argument("--title", help="the figure's title (default: the model's name)")
+    p.add_argument("--out", required=True, help="the PNG to write")
 
     p = stage(
         "paper-table", _figure_stage("paper_table"), "a paper table from summaries", compute=False
     )
-    p.add_argument("--task", required=True)
-    p.add_argument("--out-stem", required=True)
+    p.add_argument("--task", required=True, choices=TASKS, help="whose paper table")
+    p.add_argument("--out-stem", required=True, help="path without suffix: .csv, .md, .tex")
     p.add_argument("--reported", action="store_true", help="add the paper's reported numbers")
-    p.add_argument("summaries", nargs="+")
+    p.add_argument("summaries", nargs="+", help="summary tables of the task's datasets")
 
     p = stage(
         "ablation-filters", _figure_stage("ablation_filters"), "filters compared", compute=False
     )
-    p.add_argument("--summary", required=True)
-    p.add_argument("--out-stem", required=True)
+    p.add_argument("--summary", required=True, help="a summary table with several filters")
+    p.add_argument("--out-stem", required=True, help="path without suffix: .csv, .md, .tex")
 
     p = stage(
         "construction-timing",
@@ -195,10 +261,10 @@ def _add_result_stages(stage: Callable[..., argparse.ArgumentParser]) -> None:
         "projector construction: block-Schur against dense SVD",
         compute=False,
     )
-    p.add_argument("--widths", default="8,16,32")
+    p.add_argument("--widths", default="8,16,32", help="comma-separated pair-feature widths")
     p.add_argument("--dense-limit", type=int, default=32, help="largest width for dense SVD")
-    p.add_argument("--out-stem", required=True)
-    p.add_argument("--png", required=True)
+    p.add_argument("--out-stem", required=True, help="path without suffix of the timing table")
+    p.add_argument("--png", required=True, help="the figure to write")
 
 
 def main(argv: list[str] | None = None) -> None:

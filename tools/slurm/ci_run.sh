@@ -83,6 +83,7 @@ tmp = Path(sys.argv[1])
 config = yaml.safe_load(Path("config/config.yaml").read_text())
 config["results"] = str(tmp / "results")
 config["resources"] = str(tmp / "resources")
+config["allow_outside"] = True  # results in a temporary folder
 config["backbones"] = {
     "vit": {
         "timm": "vit_tiny_patch16_224",

@@ -5,7 +5,7 @@
 files each rule reads, so that the Snakemake rules stay path plumbing (docs/conventions.md §2-3).
 """
 
-from softeq.pipeline.config import ConfigError, Run, resolve, validate_config
+from softeq.pipeline.config import ConfigError, Run, load_config, resolve, validate_config
 from softeq.pipeline.plan import WILDCARDS, Plan
 
-__all__ = ["WILDCARDS", "ConfigError", "Plan", "Run", "resolve", "validate_config"]
+__all__ = ["WILDCARDS", "ConfigError", "Plan", "Run", "load_config", "resolve", "validate_config"]

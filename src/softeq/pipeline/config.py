@@ -19,7 +19,16 @@ from softeq.data.catalog import ETHUCY_SCENES, SYNTHETIC_SCENES
 from softeq.groups import parse_group
 from softeq.spec import Softening
 
-__all__ = ["DATASETS", "ConfigError", "Run", "resolve", "task_of", "validate_config"]
+__all__ = [
+    "DATASETS",
+    "ConfigError",
+    "Run",
+    "check_paths",
+    "load_config",
+    "resolve",
+    "task_of",
+    "validate_config",
+]
 
 IMAGE_TASKS = {"classification", "segmentation"}
 
@@ -33,6 +42,45 @@ def _key_path(path) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text or "(top level)"
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) config; a syntax error names the file, line and column."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config ({error.strerror})") from error
+    try:
+        config = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: {error.problem or error.context}") from error
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys at its top level")
+    return config
+
+
+def check_paths(config: dict[str, Any], workdir: str | Path = ".") -> None:
+    """``results`` and ``resources`` lie inside the working directory, unless the config sets
+    ``allow_outside: true`` (the schema already refused empty paths and shell metacharacters)."""
+    if config.get("allow_outside"):
+        return
+    root = Path(workdir).resolve()
+    for key in ("results", "resources"):
+        folder = (root / config[key]).resolve()
+        if folder == root or not folder.is_relative_to(root):
+            where = (
+                "the working directory itself"
+                if folder == root
+                else "outside the working directory"
+            )
+            raise ConfigError(
+                f"config key {key}: {config[key]!r} is {where} ({root}); use a folder "
+                "inside it, or set allow_outside: true"
+            )
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
@@ -128,6 +176,7 @@ def check_settings(config: dict[str, Any]) -> None:
 def resolve(config: dict[str, Any]) -> list[Run]:
     """Every run the (schema-validated) config asks for; raises :class:`ConfigError`."""
     backbones = config.get("backbones") or {}
+    check_paths(config)
     check_settings(config)
     runs: list[Run] = []
     for i, exp in enumerate(config.get("experiments") or []):

@@ -351,7 +351,14 @@ def aggregate(paths: Iterable[PathLike], out_dir: PathLike) -> list[Path]:
         for name in (task, dataset):
             if not _NAME_RE.match(name):
                 raise ValueError(f"task/dataset name {name!r} is not safe in a file name")
-        task_runs = _drop_empty(task_runs, IDENTITY)
+        # a metric some run of this (task, dataset) reported keeps its column, NaN or not
+        reported = {
+            key
+            for _, data in records
+            if (data["task"], data["dataset"]) == (task, dataset)
+            for key in data["metrics"]
+        }
+        task_runs = task_runs[[c for c in task_runs.columns if c in IDENTITY or c in reported]]
         tables = {
             "runs": task_runs,
             "summary": summarise(task_runs),  # keeps a one-seed std column (NaN) beside its mean

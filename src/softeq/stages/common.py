@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import subprocess
 import sys
@@ -114,6 +115,13 @@ def write_metrics(
     from softeq.bounds import report
     from softeq.io import write_json
 
+    bad = sorted(
+        name
+        for name, value in result["metrics"].items()
+        if isinstance(value, float) and not math.isfinite(value)
+    )
+    if bad:
+        raise ValueError(f"{args.out}: the evaluation gave non-finite metrics {bad}; not written")
     setting = (
         {"group": "none", "filter": "none", "softness": 1.0, "softness_pos": 1.0}
         if softening is None

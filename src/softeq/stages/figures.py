@@ -70,7 +70,7 @@ def figure1(args: argparse.Namespace) -> None:
     else:
         spec, model = build_classifier(args.backbone_spec, 1000)
     torch.manual_seed(0)
-    softness = [float(b) for b in args.softness.split(",")]
+    softness = list(args.softness)
     render_figure1(
         model.eval(),
         None,
