@@ -205,3 +205,40 @@ def test_failed_finetune_leaves_no_old_model(digits, finished, tmp_path):
     with pytest.raises(CorruptCheckpointError, match=re.escape(f"rm {init}`")):
         _finetune(digits, run, init=init)
     assert not run.exists()
+
+
+TRAJECTORY_SPEC = {"preset": "tiny", "kwargs": {"d_model": 8, "layers": 1, "heads": 2, "ffn": 8}}
+TRAJECTORY_SOFTENING = {"group": "SO2", "softness": 0.5, "filter": "shrink"}
+
+
+def test_trajectory_skip_change_retrains(tmp_path, capsys):
+    """The issue's probe: ``datasets.synthetic.skip: 3`` after a finished run."""
+    run = tmp_path / "model.pt"
+    for skip in (1, 3):
+        manifest = tmp_path / f"synthetic_skip{skip}.json"
+        protocol = json.dumps({"obs_len": 4, "pred_len": 3, "skip": skip})
+        main(
+            [
+                "prepare-data",
+                "--dataset",
+                "synthetic",
+                "--out",
+                str(manifest),
+                "--protocol",
+                protocol,
+            ]
+        )
+        capsys.readouterr()
+        main(
+            [
+                "finetune",
+                *("--task", "trajectory", "--data", str(manifest), "--threads", "1"),
+                *("--dataset", "synthetic-corridor000"),
+                *("--backbone-spec", json.dumps(TRAJECTORY_SPEC)),
+                *("--softening", json.dumps(TRAJECTORY_SOFTENING)),
+                *("--recipe", json.dumps({"epochs": 1, "batch_size": 64, "lr": 1e-3})),
+                *("--checkpoint", f"{run}.ckpt", "--out", str(run)),
+            ]
+        )
+    assert "written for other inputs (data): starting over" in capsys.readouterr().err
+    assert load_checkpoint(run)["fingerprint"]["data"] == file_sha256(manifest)
