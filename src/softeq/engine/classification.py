@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from softeq.engine.distributed import Distributed
 from softeq.engine.evaluation import EvalSettings
+from softeq.engine.fingerprint import Fingerprint
 from softeq.engine.loop import TaskHooks, fit
 from softeq.engine.recipe import TrainRecipe
 from softeq.engine.schedule import warmup_cosine
@@ -227,6 +228,7 @@ def train_classifier(
     desc: str = "train",
     stop_after_epochs: int | None = None,
     num_classes: int | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> tuple[list[dict[str, float]], nn.Module | None]:
     """Train ``model`` in place; resume from ``checkpoint`` when it exists.
 
@@ -241,7 +243,18 @@ def train_classifier(
         if micro % 2:
             raise ValueError(f"mixup / cutmix need an even micro-batch, got {micro}")
     hooks = ClassificationHooks(model, recipe, input_size, num_classes)
-    return fit(model, train_set, hooks, recipe, seed, checkpoint, device, desc, stop_after_epochs)
+    return fit(
+        model,
+        train_set,
+        hooks,
+        recipe,
+        seed,
+        checkpoint,
+        device,
+        desc,
+        stop_after_epochs,
+        fingerprint=fingerprint,
+    )
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ was not.  Rank 0 writes every file.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,6 +40,7 @@ from tqdm import tqdm
 
 from softeq.engine.checkpoint import save_checkpoint
 from softeq.engine.distributed import Distributed, seed_everything
+from softeq.engine.fingerprint import Fingerprint
 from softeq.engine.recipe import TrainRecipe
 from softeq.engine.schedule import epoch_seed, epochs_to_run, resume, save_state
 
@@ -250,6 +252,30 @@ class _Run:
         return scores[metric]
 
 
+def _resume(
+    run: _Run,
+    checkpoint: str | Path | None,
+    fingerprint: Fingerprint,
+    restart: bool,
+    best_checkpoint: str | Path | None,
+) -> tuple[list[dict], int, dict]:
+    """Resume ``run`` from ``checkpoint`` when it holds these inputs (the log says which way it
+    went); a run that starts from scratch removes a best-epoch file left by earlier inputs."""
+
+    def say(message: str) -> None:
+        if run.ctx.is_main:
+            print(f"{run.desc}: {message}", file=sys.stderr, flush=True)
+
+    history, start, state = resume(
+        checkpoint, fingerprint, run.model, run.optimizer, run.scheduler, restart, say
+    )
+    if run.ema is not None and state:
+        run.ema.module.load_state_dict(state["ema"])
+    if start == 0 and best_checkpoint is not None and run.ctx.is_main:
+        Path(best_checkpoint).unlink(missing_ok=True)
+    return history, start, state
+
+
 def fit(
     model: nn.Module,
     dataset: Dataset,
@@ -261,6 +287,7 @@ def fit(
     desc: str = "train",
     stop_after_epochs: int | None = None,
     best_checkpoint: str | Path | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> tuple[list[dict[str, float]], nn.Module | None]:
     """Train ``model`` in place; resume from ``checkpoint`` when it exists.
 
@@ -269,6 +296,10 @@ def fit(
     ``val_<score>`` with a held-out split) and the EMA model (None without one).  The best epoch
     by ``hooks.select`` is written to ``best_checkpoint`` (``{"model", "epoch", "score",
     "metric"}``).  ``stop_after_epochs`` ends the call early, as if killed (tests of resume).
+
+    ``fingerprint`` binds the checkpoint to the run's inputs (:mod:`softeq.engine.fingerprint`):
+    a checkpoint of other inputs starts the run over.  Without one, the checkpoint is bound to
+    (recipe, seed) and a mismatch is refused.
     """
     if len(dataset) == 0:
         raise ValueError(f"{desc}: the training set is empty")
@@ -277,9 +308,9 @@ def fit(
     ctx = Distributed.from_env(device)
     model.to(ctx.device)
     run = _Run(model, dataset, hooks, recipe, seed, ctx, desc)
-    history, start, state = resume(checkpoint, recipe, seed, model, run.optimizer, run.scheduler)
-    if run.ema is not None and state:
-        run.ema.module.load_state_dict(state["ema"])
+    restart = fingerprint is not None  # the caller named the inputs: start over on a change
+    fingerprint = fingerprint or Fingerprint(recipe=recipe, seed=seed)
+    history, start, state = _resume(run, checkpoint, fingerprint, restart, best_checkpoint)
     best = float(state.get("best", -math.inf)) if state else -math.inf
     for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs):
         record = run.epoch(epoch)
@@ -289,8 +320,7 @@ def fit(
             ema = run.ema.module.state_dict() if run.ema is not None else None
             save_state(
                 checkpoint,
-                recipe,
-                seed,
+                fingerprint,
                 epoch,
                 history,
                 model,

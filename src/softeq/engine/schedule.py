@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
+from softeq.engine.checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
+from softeq.engine.fingerprint import Fingerprint
 
 __all__ = ["epoch_seed", "epochs_to_run", "resume", "save_state", "warmup_cosine"]
 
@@ -42,32 +43,51 @@ def epochs_to_run(epochs: int, start: int, stop_after: int | None) -> range:
 
 def resume(
     checkpoint: str | Path | None,
-    recipe: Any,
-    seed: int,
+    fingerprint: Fingerprint,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    restart: bool = True,
+    say: Callable[[str], None] = print,
 ) -> tuple[list[dict], int, dict[str, Any]]:
-    """Restore model, optimizer and scheduler from ``checkpoint`` if it exists.
+    """Restore model, optimizer and scheduler from ``checkpoint`` if it was written for
+    ``fingerprint``'s inputs.
 
-    Returns (history, first epoch to run, the whole state for extras); a checkpoint written by
-    another recipe or seed is refused rather than silently mixed.
+    Returns (history, first epoch to run, the whole state for extras); ([], 0, {}) to start from
+    scratch.  A checkpoint of other inputs is never resumed: with ``restart`` the run starts over
+    (``say`` names the changed fields; the first epoch's save replaces the file), without it the
+    checkpoint is refused.  An unreadable checkpoint (truncated, corrupt) is only a cache of a run
+    that can be redone bit for bit, so it is always started over, loudly (docs/conventions.md §3).
     """
     if checkpoint is None or not Path(checkpoint).exists():
         return [], 0, {}
-    state = load_checkpoint(checkpoint)
-    if state.get("recipe") != asdict(recipe) or state.get("seed") != seed:
-        raise ValueError(f"{checkpoint}: written by another recipe or seed; delete it")
+    try:
+        state = load_checkpoint(checkpoint)
+    except CorruptCheckpointError as error:
+        say(f"WARNING: {error}\nWARNING: checkpoint {checkpoint} is unreadable: starting over")
+        return [], 0, {}
+    changed = fingerprint.changed(state.get("fingerprint"))
+    if changed and not restart:
+        raise ValueError(
+            f"{checkpoint}: written for other inputs (changed: {', '.join(changed)}), e.g. by "
+            f"another recipe or seed; delete it (rm {shlex.quote(str(checkpoint))}) to start over"
+        )
+    if changed:
+        say(
+            f"checkpoint {checkpoint} was written for other inputs ({', '.join(changed)}): "
+            "starting over"
+        )
+        return [], 0, {}
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    say(f"checkpoint {checkpoint}: same inputs, resuming after epoch {int(state['epoch']) + 1}")
     return list(state["history"]), int(state["epoch"]) + 1, state
 
 
 def save_state(
     checkpoint: str | Path | None,
-    recipe: Any,
-    seed: int,
+    fingerprint: Fingerprint,
     epoch: int,
     history: list[dict],
     model: nn.Module,
@@ -75,7 +95,8 @@ def save_state(
     scheduler: Any,
     **extra: Any,
 ) -> None:
-    """Write the resumable state after ``epoch`` (atomically); nothing without a checkpoint."""
+    """Write the resumable state after ``epoch`` (atomically), bound to ``fingerprint``;
+    nothing without a checkpoint."""
     if checkpoint is None:
         return
     state = {
@@ -84,8 +105,7 @@ def save_state(
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
         "history": history,
-        "recipe": asdict(recipe),
-        "seed": seed,
+        "fingerprint": fingerprint.to_dict(),
         **extra,
     }
     save_checkpoint(state, checkpoint)

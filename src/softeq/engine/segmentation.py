@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from softeq.engine.evaluation import EvalSettings
+from softeq.engine.fingerprint import Fingerprint
 from softeq.engine.loop import TaskHooks, fit
 from softeq.engine.recipe import TrainRecipe
 from softeq.engine.schedule import warmup_cosine
@@ -187,6 +188,7 @@ def train_segmenter(
     device: str = "cpu",
     desc: str = "train",
     stop_after_epochs: int | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; resume from ``checkpoint`` when it exists.
 
@@ -208,6 +210,7 @@ def train_segmenter(
         desc,
         stop_after_epochs,
         best_checkpoint,
+        fingerprint,
     )
     return history
 

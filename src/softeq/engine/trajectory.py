@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from softeq.data.eth_ucy import collate_windows
 from softeq.engine.evaluation import EvalSettings
+from softeq.engine.fingerprint import Fingerprint
 from softeq.engine.loop import TaskHooks, fit
 from softeq.engine.recipe import TrainRecipe
 from softeq.engine.schedule import warmup_cosine
@@ -132,6 +133,7 @@ def train_trajectory(
     device: str = "cpu",
     stop_after_epochs: int | None = None,
     desc: str = "train",
+    fingerprint: Fingerprint | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with Adam + cosine; resume from ``checkpoint`` when it exists.
 
@@ -142,7 +144,16 @@ def train_trajectory(
         raise ValueError(f"{desc}: the training set has no windows")
     hooks = TrajectoryHooks(model, recipe)
     history, _ = fit(
-        model, dataset, hooks, recipe, seed, checkpoint, device, desc, stop_after_epochs
+        model,
+        dataset,
+        hooks,
+        recipe,
+        seed,
+        checkpoint,
+        device,
+        desc,
+        stop_after_epochs,
+        fingerprint=fingerprint,
     )
     return history
 

@@ -8,8 +8,11 @@ import torch
 from torch import nn
 
 from softeq.models import build_classifier
+from softeq.spec import Softening
 from softeq.stages.common import (
+    clear_output,
     load_softening,
+    run_fingerprint,
     setup_device,
     soften_from,
     write_metrics,
@@ -20,14 +23,22 @@ __all__ = ["evaluate", "finetune", "pretrain", "projectors"]
 
 
 def _train_and_save(
-    args, model: nn.Module, spec, recipe, num_classes: int, device: str, extra: dict
+    args,
+    model: nn.Module,
+    spec,
+    recipe,
+    num_classes: int,
+    device: str,
+    softening: Softening | None = None,
 ) -> None:
-    """Train with the recipe (resuming from --checkpoint); the main process writes --out."""
+    """Train with the recipe (resuming from --checkpoint when it was written for the same
+    inputs); the main process writes --out, with the run's fingerprint."""
     from softeq.data.classification import load_classification
     from softeq.engine.checkpoint import save_checkpoint
     from softeq.engine.classification import train_classifier
     from softeq.engine.distributed import Distributed
 
+    fingerprint = run_fingerprint(args, recipe, softening)
     train_set = load_classification(
         args.data, "train", spec.input_size, train=True, auto_augment=recipe.auto_augment
     )
@@ -41,6 +52,7 @@ def _train_and_save(
         device,
         desc=args.stage,
         num_classes=num_classes,
+        fingerprint=fingerprint,
     )
     if Distributed.from_env(device).is_main:
         state = {
@@ -48,8 +60,10 @@ def _train_and_save(
             "backbone": args.backbone_spec,
             "num_classes": num_classes,
             "history": history,
-            **extra,
+            "fingerprint": fingerprint.to_dict(),
         }
+        if softening is not None:
+            state["softening"] = softening.to_dict()
         if ema is not None:
             state["model_ema"] = ema.state_dict()
         save_checkpoint(state, args.out)
@@ -60,12 +74,13 @@ def pretrain(args: argparse.Namespace) -> None:
     from softeq.data.classification import num_classes
     from softeq.engine.classification import Recipe
 
+    clear_output(args.out, args.data)
     device = setup_device(args)
     recipe = Recipe.from_dict(args.recipe, "--recipe")
     classes = num_classes(args.data)
     torch.manual_seed(args.seed)
     spec, model = build_classifier(args.backbone_spec, classes, drop_path=recipe.drop_path)
-    _train_and_save(args, model, spec, recipe, classes, device, {})
+    _train_and_save(args, model, spec, recipe, classes, device)
 
 
 def projectors(args: argparse.Namespace) -> None:
@@ -81,6 +96,7 @@ def finetune(args: argparse.Namespace) -> None:
     from softeq.engine.checkpoint import load_checkpoint
     from softeq.engine.classification import Recipe
 
+    clear_output(args.out, args.data, args.init)
     device = setup_device(args)
     softening = args.softening
     recipe = Recipe.from_dict(args.recipe, "--recipe")
@@ -95,7 +111,7 @@ def finetune(args: argparse.Namespace) -> None:
             raise SystemExit(f"{args.init}: trained with another backbone spec")
         model.load_state_dict(init.get("model_ema") or init["model"])
     soften_from(model, softening, args.projectors)
-    _train_and_save(args, model, spec, recipe, classes, device, {"softening": softening.to_dict()})
+    _train_and_save(args, model, spec, recipe, classes, device, softening)
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -105,6 +121,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from softeq.engine.classification import evaluate_classifier
     from softeq.engine.evaluation import EvalSettings
 
+    clear_output(args.out, args.data, args.model)
     device = setup_device(args)
     state = load_checkpoint(args.model)
     softening = load_softening(state, args.model)

@@ -9,15 +9,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from softeq.spec import Softening
 
+if TYPE_CHECKING:
+    from softeq.engine.fingerprint import Fingerprint
+
 __all__ = [
+    "clear_output",
     "load_softening",
     "provenance",
+    "run_fingerprint",
     "setup_device",
     "soften_from",
     "write_metrics",
@@ -37,6 +42,36 @@ def setup_device(args: argparse.Namespace) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: no CUDA device is available on this machine")
     return device
+
+
+def clear_output(out: str | Path, *inputs: str | Path | None) -> None:
+    """Remove the stage's previous ``out`` before any work, so a run that fails leaves nothing
+    that looks current (docs/conventions.md §3, atomic outputs); ``out`` must not be an input."""
+    target = Path(out)
+    for source in inputs:
+        if source is not None and Path(source).resolve() == target.resolve():
+            raise SystemExit(f"--out {out} is also an input of this stage: choose another path")
+    if target.is_file() or target.is_symlink():
+        target.unlink()
+
+
+def run_fingerprint(
+    args: argparse.Namespace, recipe: Any, softening: Softening | None = None
+) -> Fingerprint:
+    """The inputs of a training stage (spec, softening, recipe, seed, the digests of --data and
+    --init), stored in its checkpoint and its model so neither is reused for other inputs."""
+    from softeq.engine.fingerprint import Fingerprint, file_digest_or_none
+
+    return Fingerprint(
+        recipe=recipe,
+        seed=args.seed,
+        model=args.backbone_spec,
+        softening=None if softening is None else softening.to_dict(),
+        data=file_digest_or_none(args.data),
+        init=file_digest_or_none(getattr(args, "init", None)),
+        task=args.task,
+        stage=args.stage,
+    )
 
 
 def load_softening(state: dict[str, Any], where: str) -> Softening | None:

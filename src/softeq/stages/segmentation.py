@@ -11,8 +11,11 @@ import torch
 from torch import nn
 
 from softeq.io import read_manifest
+from softeq.spec import Softening
 from softeq.stages.common import (
+    clear_output,
     load_softening,
+    run_fingerprint,
     setup_device,
     soften_from,
     write_metrics,
@@ -48,7 +51,11 @@ def _split(manifest: dict, split: str, spec: dict, seed: int, train: bool):
     )
 
 
-def _train_and_save(args, model: nn.Module, manifest: dict, device: str, extra: dict) -> None:
+def _train_and_save(
+    args, model: nn.Module, manifest: dict, device: str, softening: Softening | None = None
+) -> None:
+    """Train (resuming --checkpoint when written for the same inputs), keep the best held-out
+    epoch; the main process writes --out with the run's fingerprint."""
     from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
     from softeq.engine.distributed import Distributed
     from softeq.engine.evaluation import EvalSettings
@@ -56,6 +63,7 @@ def _train_and_save(args, model: nn.Module, manifest: dict, device: str, extra: 
 
     recipe = SegRecipe.from_dict(args.recipe, "--recipe")
     spec = args.backbone_spec
+    fingerprint = run_fingerprint(args, recipe, softening)
     best = Path(f"{args.out}.best")
     history = train_segmenter(
         model,
@@ -68,6 +76,7 @@ def _train_and_save(args, model: nn.Module, manifest: dict, device: str, extra: 
         eval_spec=EvalSettings(sweep=()),
         device=device,
         desc=args.stage,
+        fingerprint=fingerprint,
     )
     if not Distributed.from_env(device).is_main:  # DDP: the main process writes --out
         return
@@ -79,7 +88,8 @@ def _train_and_save(args, model: nn.Module, manifest: dict, device: str, extra: 
             "backbone": spec,
             "num_classes": manifest["num_classes"],
             "history": history,
-            **extra,
+            "fingerprint": fingerprint.to_dict(),
+            **({} if softening is None else {"softening": softening.to_dict()}),
         },
         args.out,
     )
@@ -87,11 +97,12 @@ def _train_and_save(args, model: nn.Module, manifest: dict, device: str, extra: 
 
 def pretrain(args: argparse.Namespace) -> None:
     """Train the plain segmenter that stands in for hub weights (the embedded default)."""
+    clear_output(args.out, args.data)
     device = setup_device(args)
     manifest = _manifest(args.data)
     torch.manual_seed(args.seed)
     model = _segmenter(args.backbone_spec, manifest["num_classes"])
-    _train_and_save(args, model, manifest, device, {})
+    _train_and_save(args, model, manifest, device)
 
 
 def projectors(args: argparse.Namespace) -> None:
@@ -105,6 +116,7 @@ def finetune(args: argparse.Namespace) -> None:
     """Soften the (pre-trained) segmenter and fine-tune it; keep the best held-out epoch."""
     from softeq.engine.checkpoint import load_checkpoint
 
+    clear_output(args.out, args.data, args.init)
     device = setup_device(args)
     softening = args.softening
     manifest = _manifest(args.data)
@@ -116,7 +128,7 @@ def finetune(args: argparse.Namespace) -> None:
             raise SystemExit(f"{args.init}: trained with another model spec")
         model.load_state_dict(init["model"])
     soften_from(model, softening, args.projectors)
-    _train_and_save(args, model, manifest, device, {"softening": softening.to_dict()})
+    _train_and_save(args, model, manifest, device, softening)
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -125,6 +137,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from softeq.engine.evaluation import EvalSettings
     from softeq.engine.segmentation import evaluate_segmenter
 
+    clear_output(args.out, args.data, args.model)
     device = setup_device(args)
     manifest = _manifest(args.data)
     state = load_checkpoint(args.model)

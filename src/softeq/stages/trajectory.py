@@ -13,7 +13,9 @@ from torch import nn
 from softeq.io import read_manifest, write_json
 from softeq.spec import Softening
 from softeq.stages.common import (
+    clear_output,
     load_softening,
+    run_fingerprint,
     setup_device,
     soften_from,
     write_metrics,
@@ -84,6 +86,7 @@ def finetune(args: argparse.Namespace) -> None:
 
     if args.init is not None:
         raise SystemExit("trajectory models train from scratch: --init does not apply")
+    clear_output(args.out, args.data)
     device = setup_device(args)
     softening = args.softening
     manifest = _manifest(args.data)
@@ -91,11 +94,19 @@ def finetune(args: argparse.Namespace) -> None:
     model = _model(args.backbone_spec, manifest)
     _soften_or_check(model, softening, args.projectors)
     history = []
+    recipe = TrajectoryRecipe.from_dict(args.recipe, "--recipe")
+    fingerprint = run_fingerprint(args, recipe, softening)
     if any(True for _ in model.parameters()):
-        recipe = TrajectoryRecipe.from_dict(args.recipe, "--recipe")
         train_set = _dataset(manifest, _scene(args.dataset), "train", model)
         history = train_trajectory(
-            model, train_set, recipe, args.seed, args.checkpoint, device, desc=args.stage
+            model,
+            train_set,
+            recipe,
+            args.seed,
+            args.checkpoint,
+            device,
+            desc=args.stage,
+            fingerprint=fingerprint,
         )
     if not Distributed.from_env(device).is_main:  # DDP: the main process writes --out
         return
@@ -105,6 +116,7 @@ def finetune(args: argparse.Namespace) -> None:
             "backbone": args.backbone_spec,
             "softening": softening.to_dict(),
             "history": history,
+            "fingerprint": fingerprint.to_dict(),
         },
         args.out,
     )
@@ -116,6 +128,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from softeq.engine.evaluation import EvalSettings
     from softeq.engine.trajectory import evaluate_trajectory
 
+    clear_output(args.out, args.data, args.model)
     device = setup_device(args)
     manifest = _manifest(args.data)
     state = load_checkpoint(args.model)
