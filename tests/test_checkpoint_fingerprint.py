@@ -29,10 +29,13 @@ RECIPE = {"epochs": 1, "batch_size": 128, "lr": 1e-3, "warmup_epochs": 0.5}
 SOFTENING = {"group": "C4", "softness": 0.5, "softness_pos": 0.5, "filter": "shrink"}
 
 
-def _finetune(data: Path, out: Path, spec: dict = SPEC, init: Path | None = None) -> None:
+def _finetune(
+    data: Path, out: Path, spec: dict = SPEC, init: Path | None = None, stale: tuple = ()
+) -> None:
     main(
         [
             "finetune",
+            *(["--invalidates", *map(str, stale)] if stale else []),
             "--data",
             str(data),
             *(["--init", str(init)] if init is not None else []),
@@ -198,13 +201,15 @@ def test_truncated_model_names_the_file_and_leaves_no_stale_metrics(digits, fini
     assert not metrics.exists()  # the failed rerun left no earlier result that looks current
 
 
-def test_failed_finetune_leaves_no_old_model(digits, finished, tmp_path):
+def test_failed_finetune_leaves_no_old_model_or_metrics(digits, finished, tmp_path):
     run = _copy_run(finished, tmp_path / "model.pt")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("{}")  # the evaluation of the run before
     init = _init_file(tmp_path / "init.pt", 0)
     init.write_bytes(init.read_bytes()[:500])
     with pytest.raises(CorruptCheckpointError, match=re.escape(f"rm {init}`")):
-        _finetune(digits, run, init=init)
-    assert not run.exists()
+        _finetune(digits, run, init=init, stale=(metrics,))
+    assert not run.exists() and not metrics.exists()
 
 
 TRAJECTORY_SPEC = {"preset": "tiny", "kwargs": {"d_model": 8, "layers": 1, "heads": 2, "ffn": 8}}

@@ -199,6 +199,12 @@ def _add_training_stages(stage: Stage) -> None:
     p.add_argument("--init", help="plain model to start from (default: the spec's weights)")
     p.add_argument("--softening", **softening)
     p.add_argument("--projectors", help="folder of projector files (from `softeq projectors`)")
+    p.add_argument(
+        "--invalidates",
+        nargs="*",
+        default=[],
+        help="files derived from --out (the run's metrics), removed before training starts",
+    )
     training(p)
 
     p = stage("evaluate", _task_stage("evaluate"), "metrics, errors and bounds as JSON")

@@ -53,6 +53,7 @@ rule finetune:
         softening=PLAN.softening,
         recipe=PLAN.recipe_json("finetune"),
         init=PLAN.init_arg,
+        stale=PLAN.metrics_file,
         launcher=PLAN.launcher,
         device=PLAN.device_args(),
     shell:
@@ -60,4 +61,4 @@ rule finetune:
         " --dataset {wildcards.dataset} {params.init} --backbone-spec {params.spec:q}"
         " --softening {params.softening:q} --projectors {input.projectors:q}"
         " --recipe {params.recipe:q} --seed {wildcards.seed} --checkpoint {output:q}.ckpt"
-        " --out {output:q} {params.device} > {log:q} 2>&1"
+        " --invalidates {params.stale:q} --out {output:q} {params.device} > {log:q} 2>&1"

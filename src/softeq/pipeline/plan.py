@@ -136,6 +136,10 @@ class Plan:
         paths = _paths(input.init)
         return f"--init {shlex.quote(paths[0])}" if paths else ""
 
+    def metrics_file(self, wildcards: Any) -> str:
+        """The metrics of a run: what a new fine-tune of that run makes stale."""
+        return self.run_dir.format(**dict(wildcards.items())) + "/metrics.json"
+
     def prepare_protocol(self, wildcards: Any) -> str:
         """The protocol JSON of a dataset family's prepare job (its root travels apart)."""
         settings = dict(self.config["datasets"][wildcards.family])

@@ -96,7 +96,7 @@ def finetune(args: argparse.Namespace) -> None:
     from softeq.engine.checkpoint import load_checkpoint
     from softeq.engine.classification import Recipe
 
-    clear_output(args.out, args.data, args.init)
+    clear_output(args.out, args.data, args.init, stale=args.invalidates)
     device = setup_device(args)
     softening = args.softening
     recipe = Recipe.from_dict(args.recipe, "--recipe")

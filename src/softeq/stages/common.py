@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,15 +45,19 @@ def setup_device(args: argparse.Namespace) -> str:
     return device
 
 
-def clear_output(out: str | Path, *inputs: str | Path | None) -> None:
-    """Remove the stage's previous ``out`` before any work, so a run that fails leaves nothing
-    that looks current (docs/conventions.md §3, atomic outputs); ``out`` must not be an input."""
+def clear_output(
+    out: str | Path, *inputs: str | Path | None, stale: Sequence[str | Path] = ()
+) -> None:
+    """Remove the stage's previous ``out`` (and the ``stale`` files derived from it, e.g. the
+    run's metrics) before any work, so a run that fails leaves nothing that looks current
+    (docs/conventions.md §3, atomic outputs); ``out`` must not be an input."""
     target = Path(out)
     for source in inputs:
         if source is not None and Path(source).resolve() == target.resolve():
             raise SystemExit(f"--out {out} is also an input of this stage: choose another path")
-    if target.is_file() or target.is_symlink():
-        target.unlink()
+    for path in (target, *map(Path, stale)):
+        if path.is_file() or path.is_symlink():
+            path.unlink()
 
 
 def run_fingerprint(

@@ -116,7 +116,7 @@ def finetune(args: argparse.Namespace) -> None:
     """Soften the (pre-trained) segmenter and fine-tune it; keep the best held-out epoch."""
     from softeq.engine.checkpoint import load_checkpoint
 
-    clear_output(args.out, args.data, args.init)
+    clear_output(args.out, args.data, args.init, stale=args.invalidates)
     device = setup_device(args)
     softening = args.softening
     manifest = _manifest(args.data)

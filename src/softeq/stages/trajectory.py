@@ -86,7 +86,7 @@ def finetune(args: argparse.Namespace) -> None:
 
     if args.init is not None:
         raise SystemExit("trajectory models train from scratch: --init does not apply")
-    clear_output(args.out, args.data)
+    clear_output(args.out, args.data, stale=args.invalidates)
     device = setup_device(args)
     softening = args.softening
     manifest = _manifest(args.data)
