@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 import softeq
-from softeq.bounds import check, report
+from softeq import bounds
+from softeq.bounds import report
 from softeq.cli import main as softeq_cli
 from softeq.data.eth_ucy import TrajectoryDataset
+from softeq.projectors import files as projector_files
 from softeq.projectors.build import clear_cache
-from softeq.projectors.files import load_projector, verify_projector_dir
+from softeq.projectors.files import load_projector
 from softeq.spec import Softening
 from softeq.stages.common import soften_from, write_projectors
 
@@ -52,13 +54,18 @@ def _prepare_ethucy(root: Path, out: Path) -> dict:
 
 @needs_real
 def test_prepare_rejects_an_extra_ethucy_file_by_name(real_copy, tmp_path):
-    manifest = _prepare_ethucy(real_copy, tmp_path / "clean.json")
-    assert manifest["files"] == 74 and len(manifest["sha256"]) == 74
-    assert TrajectoryDataset.from_manifest(manifest, "eth", "test").num_agents == 364
+    assert _prepare_ethucy(real_copy, tmp_path / "clean.json")["files"] == 74
     shutil.copy(real_copy / HOTEL_TEST, real_copy / EXTRA)
     with pytest.raises(SystemExit, match=rf"{EXTRA} is not in the checksum list"):
         _prepare_ethucy(real_copy, tmp_path / "extra.json")
     assert not (tmp_path / "extra.json").exists()
+
+
+@needs_real
+def test_the_ethucy_manifest_lists_every_file_with_its_sha256(real_copy, tmp_path):
+    manifest = _prepare_ethucy(real_copy, tmp_path / "ethucy.json")
+    assert len(manifest["sha256"]) == 74 and "eth/test/biwi_eth.txt" in manifest["sha256"]
+    assert TrajectoryDataset.from_manifest(manifest, "eth", "test").num_agents == 364
 
 
 @needs_real
@@ -83,9 +90,9 @@ def test_a_file_added_after_prepare_fails_at_load(real_copy, tmp_path):
     manifest = _prepare_ethucy(real_copy, tmp_path / "ethucy.json")
     shutil.copy(real_copy / HOTEL_TEST, real_copy / EXTRA)
     with pytest.raises(ValueError, match=rf"{EXTRA} is not in the checksum list"):
-        TrajectoryDataset.from_manifest(manifest, "eth", "test")
-    with pytest.raises(ValueError, match=rf"{EXTRA} is not in the checksum list"):
         TrajectoryDataset.from_split(real_copy, "eth", "test")  # the root's own list
+    with pytest.raises(ValueError, match=rf"{EXTRA} is not in the checksum list"):
+        TrajectoryDataset.from_manifest(manifest, "eth", "test")
 
 
 @needs_real
@@ -94,9 +101,9 @@ def test_a_file_edited_after_prepare_fails_at_load(real_copy, tmp_path):
     edited = real_copy / "eth/test/biwi_eth.txt"
     edited.write_text(edited.read_text() + "99990\t1.0\t1.0\t1.0\n")
     with pytest.raises(ValueError, match=r"eth/test/biwi_eth\.txt: sha256 mismatch"):
-        TrajectoryDataset.from_manifest(manifest, "eth", "test")
-    with pytest.raises(ValueError, match=r"eth/test/biwi_eth\.txt: sha256 mismatch"):
         TrajectoryDataset.from_split(real_copy, "eth", "test")
+    with pytest.raises(ValueError, match=r"eth/test/biwi_eth\.txt: sha256 mismatch"):
+        TrajectoryDataset.from_manifest(manifest, "eth", "test")
     assert len(TrajectoryDataset.from_manifest(manifest, "eth", "train")) > 0  # others still read
 
 
@@ -176,7 +183,7 @@ def _first_file(folder: Path) -> Path:
 def test_projector_manifest_lists_a_sha256_per_file(projector_dir):
     manifest = json.loads((projector_dir / "manifest.json").read_text())
     assert manifest["files"] and set(manifest["sha256"]) == set(manifest["files"])
-    assert verify_projector_dir(projector_dir) == manifest["sha256"]
+    assert projector_files.verify_projector_dir(projector_dir) == manifest["sha256"]
     soften_from(_pairs_model(), SOFTENING.with_features("pairs"), str(projector_dir))
 
 
@@ -216,7 +223,7 @@ def test_bounds_check_names_a_layer_over_its_bound(projector_dir):
     from safetensors.numpy import load_file, save_file
 
     good = softeq.soften(_pairs_model(), "SO2", 0.0, features="pairs", cache_dir=projector_dir)
-    check(report(good))  # an exact projector passes: measured ~ 1e-8 against bound 0
+    bounds.check(report(good))  # an exact projector passes: measured ~ 1e-8 against bound 0
     clear_cache()
     for path in projector_dir.glob("*.safetensors"):  # the projector becomes the identity
         with safe_open(str(path), framework="np") as f:
@@ -232,9 +239,9 @@ def test_bounds_check_names_a_layer_over_its_bound(projector_dir):
     records = report(model)
     assert max(r.measured - r.bound for r in records) > 0.1
     with pytest.raises(ValueError, match=r"0\.weight: measured .* > bound 0"):
-        check(records)
+        bounds.check(records)
     with pytest.raises(ValueError, match=r"2\.weight"):
-        check([r.as_dict() for r in records])
+        bounds.check([r.as_dict() for r in records])
 
 
 # ---- through the stages: evaluate on a tampered folder ------------------------------------------
