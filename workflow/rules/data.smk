@@ -32,6 +32,8 @@ rule prepare_embedded:
 
 
 rule prepare_download:
+    input:
+        PLAN.prepare_inputs,
     output:
         f"{RESOURCES}/data/{{family}}.json",
     log:

@@ -1,4 +1,4 @@
-"""ETH/UCY pedestrian trajectories: reading, Social-GAN windowing, a dataset, checksums.
+"""ETH/UCY pedestrian trajectories: reading, Social-GAN windowing, a verified dataset.
 
 Files (``<root>/<scene>/{train,val,test}/*.txt``, see docs/conventions.md §3, downloads) hold
 one observation per line, ``frame  ped  x  y`` (tab-separated; any whitespace is accepted), with
@@ -23,7 +23,7 @@ observed in *all* of them.  Two differences from sgan, both explicit here:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from softeq.data.catalog import ETHUCY_SCENES
-from softeq.io import atomic_write_text, file_sha256
+from softeq.data.listing import (
+    default_listing,
+    ethucy_sums,
+    folder_listing,
+    read_checksums,
+    verify_checksums,
+    verify_listed,
+    verify_tree,
+    write_checksums,
+)
 
 __all__ = [
     "SCENES",
@@ -42,9 +51,14 @@ __all__ = [
     "TrajectoryDataset",
     "Window",
     "collate_windows",
+    "default_listing",
     "detect_frame_step",
+    "ethucy_sums",
+    "read_checksums",
     "read_trajectory_file",
     "verify_checksums",
+    "verify_listed",
+    "verify_tree",
     "windows",
     "write_checksums",
 ]
@@ -200,7 +214,12 @@ def windows(
 
 
 class TrajectoryDataset(Dataset):
-    """The windows of every ``*.txt`` file in one folder (e.g. ``root/eth/test``).
+    """The windows of the verified files of one folder (e.g. ``root/eth/test``).
+
+    Only the files of the folder's checksum list are read, each after its sha256 is checked, and
+    a ``*.txt`` file in the folder that the list does not name is an error (an unlisted file must
+    never change a test set).  ``listed`` maps the folder's file names to their sha256; by
+    default it is the folder's part of its root's list (:func:`default_listing`).
 
     Item ``i`` is ``(obs, fut)``: float32 tensors (A, obs_len, 2) and (A, pred_len, 2) in metres,
     the A agents of window i.  Use :func:`collate_windows` to batch windows with different A.
@@ -216,16 +235,22 @@ class TrajectoryDataset(Dataset):
         skip: int = 1,
         min_agents: int = 1,
         frame_step: float | None = None,
+        *,
+        listed: Mapping[str, str] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.obs_len, self.pred_len = obs_len, pred_len
-        files = sorted(self.folder.glob("*.txt"))
-        if not files:
-            raise FileNotFoundError(f"no trajectory files (*.txt) in {self.folder}")
-        self.files = files
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"no trajectory files (*.txt) in {self.folder}: no such folder")
+        if listed is None:
+            root, where = self.folder.parent.parent, Path(*self.folder.parts[-2:]).as_posix()
+            listed = folder_listing(read_checksums(default_listing(root)), where)
+        if not listed:
+            raise FileNotFoundError(f"no trajectory files (*.txt) listed for {self.folder}")
+        self.files = verify_listed(self.folder, listed)
         self.windows: list[Tensor] = []
         self.meta: list[tuple[str, float, tuple[float, ...]]] = []
-        for path in files:
+        for path in self.files:
             data = read_trajectory_file(path)
             for w in _iter_windows(data, obs_len, pred_len, skip, min_agents, frame_step):
                 self.windows.append(torch.from_numpy(w.positions).float())
@@ -239,12 +264,41 @@ class TrajectoryDataset(Dataset):
         split: str,
         obs_len: int = 8,
         pred_len: int = 12,
+        *,
+        checksums: Mapping[str, str] | str | Path | None = None,
         **kwargs,
     ) -> TrajectoryDataset:
-        """The dataset of ``root/<scene>/<split>`` (split: train, val or test)."""
+        """The dataset of ``root/<scene>/<split>`` (split: train, val or test), reading the files
+        that ``checksums`` lists there: a mapping of root-relative paths to sha256 (a dataset
+        manifest's ``sha256``), a ``sha256sum`` file, or by default :func:`default_listing`."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return cls(Path(root) / scene / split, obs_len, pred_len, **kwargs)
+        if checksums is None:
+            checksums = default_listing(root)
+        sums = checksums if isinstance(checksums, Mapping) else read_checksums(checksums)
+        listed = folder_listing(sums, f"{scene}/{split}")
+        return cls(Path(root) / scene / split, obs_len, pred_len, listed=listed, **kwargs)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: Mapping,
+        scene: str,
+        split: str,
+        obs_len: int = 8,
+        pred_len: int = 12,
+        **kwargs,
+    ) -> TrajectoryDataset:
+        """The split of a ``prepare-data`` manifest, read through the sha256 it lists per file."""
+        sums = manifest.get("sha256")
+        if not isinstance(sums, Mapping) or not sums:
+            raise ValueError(
+                "the trajectory manifest lists no per-file sha256 (written by an older softeq): "
+                "run prepare-data again"
+            )
+        return cls.from_split(
+            manifest["root"], scene, split, obs_len, pred_len, checksums=sums, **kwargs
+        )
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -283,51 +337,3 @@ def collate_windows(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Ten
     for i, (o, f) in enumerate(batch):
         obs[i, : len(o)], fut[i, : len(f)], mask[i, : len(o)] = o, f, True
     return obs, fut, mask
-
-
-# ----------------------------------------------------------------------------------------------
-# checksums
-
-
-def _parse_sums(sums_file: Path) -> list[tuple[str, str]]:
-    entries = []
-    for lineno, line in enumerate(sums_file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        digest = parts[0].lower()
-        if len(parts) != 2 or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"{sums_file}:{lineno}: not a '<sha256>  <path>' line: {line!r}")
-        name = parts[1].strip()
-        entries.append((digest, name[1:] if name.startswith("*") else name))  # "*": binary mode
-    return entries
-
-
-def verify_checksums(root: str | Path, sums_file: str | Path | None = None) -> int:
-    """Check every file listed in ``sums_file`` (default ``root/SHA256SUMS``, the format of
-    ``sha256sum``: ``<hex digest>  <path relative to root>``).  Returns the number of files
-    checked; a missing file raises ``FileNotFoundError`` and a mismatch ``ValueError``, both
-    naming the file."""
-    root = Path(root)
-    sums_file = root / "SHA256SUMS" if sums_file is None else Path(sums_file)
-    entries = _parse_sums(sums_file)
-    if not entries:
-        raise ValueError(f"{sums_file}: no checksums listed")
-    for expected, name in entries:
-        path = root / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: listed in {sums_file} but missing")
-        actual = file_sha256(path)
-        if actual != expected:
-            raise ValueError(
-                f"{path}: sha256 mismatch (expected {expected}, got {actual}); the file is "
-                "corrupted or a modified copy"
-            )
-    return len(entries)
-
-
-def write_checksums(root: str | Path, files: Sequence[str | Path], sums_file: str | Path) -> Path:
-    """Write ``sha256sum``-style lines for ``files`` (paths relative to ``root``), atomically."""
-    root = Path(root)
-    lines = [f"{file_sha256(root / f)}  {Path(f).as_posix()}\n" for f in files]
-    return atomic_write_text(sums_file, "".join(lines))

@@ -2,19 +2,19 @@
 
 The data is never committed; its per-file sha256 list is (``checksums/eth_ucy.sha256``), and a
 tree counts as ETH/UCY only once every listed file matches (docs/conventions.md §3, downloads).
-The tree is unpacked into a staging folder and renamed into place after verification.
+The tree is unpacked into a staging folder and renamed into place after verification; an archive
+member outside the list (an extra ``.txt`` under ``datasets/``) fails the verification by name.
 """
 
 from __future__ import annotations
 
 import tarfile
 import zipfile
-from importlib import resources
 from pathlib import Path
 
 from softeq.data.catalog import ETHUCY_SCENES
 from softeq.data.download import download
-from softeq.data.eth_ucy import verify_checksums
+from softeq.data.listing import ethucy_sums, verify_tree
 from softeq.io import atomic_dir
 
 __all__ = ["ETHUCY_URLS", "ethucy_sums", "extract_ethucy", "fetch_ethucy"]
@@ -24,11 +24,6 @@ ETHUCY_URLS = (  # the Social-GAN zip, then the pinned public copy (PROVENANCE o
     "https://github.com/abduallahmohamed/Social-STGCNN/archive/"
     "333d3a57b4d2705e129b21aefefa09c79b2b9ae1.tar.gz",
 )
-
-
-def ethucy_sums() -> Path:
-    """The committed sha256 list of the 74 ETH/UCY files (the data itself is never committed)."""
-    return Path(str(resources.files("softeq.data").joinpath("checksums/eth_ucy.sha256")))
 
 
 def _member(name: str) -> Path | None:
@@ -85,6 +80,6 @@ def fetch_ethucy(downloads: Path) -> Path:
             continue
         with atomic_dir(tree) as staging:
             extract_ethucy(archive, staging)
-            verify_checksums(staging, ethucy_sums())
+            verify_tree(staging, ethucy_sums())
         return tree
     raise ConnectionError("ETH/UCY could not be downloaded:\n  " + "\n  ".join(errors))

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from softeq.data.catalog import SYNTHETIC_SCENES as SCENE_NAMES
-from softeq.data.eth_ucy import write_checksums
+from softeq.data.listing import write_checksums
 from softeq.io import atomic_write_text
 
 __all__ = ["SYNTHETIC_SCENES", "SceneSpec", "build_synthetic", "simulate_scene"]

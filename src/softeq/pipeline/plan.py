@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import Any
 
 from softeq.pipeline.config import Run, resolve
@@ -150,6 +151,15 @@ class Plan:
 
     def dataset_root(self, wildcards: Any) -> str:
         return self.config["datasets"][wildcards.family].get("root") or ""
+
+    def prepare_inputs(self, wildcards: Any) -> list[str]:
+        """The data files of a configured ETH/UCY root (every ``*.txt`` below it): inputs of the
+        prepare job, so that an edited or added file reruns it and its checksum check fails on
+        the change.  Nothing for a download or for VOC (too many files to track one by one)."""
+        root = self.dataset_root(wildcards)
+        if wildcards.family != "ethucy" or not root:
+            return []
+        return sorted(str(path) for path in Path(root).expanduser().rglob("*.txt"))
 
     def imagenet_args(self) -> str:
         """``--source S --root R [--sha256 H]`` of the ImageNet manifest job, shell-quoted."""

@@ -86,22 +86,36 @@ def load_softening(state: dict[str, Any], where: str) -> Softening | None:
 
 
 def soften_from(model: nn.Module, softening: Softening, cache_dir: str | None) -> nn.Module:
-    """softeq.soften with ``softening``'s settings (projectors read from ``cache_dir``)."""
+    """softeq.soften with ``softening``'s settings; projectors are read from ``cache_dir`` (the
+    folder of ``softeq projectors``), which must exist and match its manifest's sha256."""
+    if cache_dir is not None:
+        from softeq.projectors.files import verify_projector_dir
+
+        try:
+            verify_projector_dir(cache_dir)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--projectors {cache_dir}: {error}") from error
+    return _soften(model, softening, cache_dir)
+
+
+def _soften(model: nn.Module, softening: Softening, cache_dir: str | None) -> nn.Module:
     import softeq
 
     return softeq.soften(model, **softening.soften_kwargs(), cache_dir=cache_dir)
 
 
 def write_projectors(model: nn.Module, softening: Softening, out: str | Path) -> None:
-    """Soften ``model`` with projector files written to ``out``, plus a manifest of its layers."""
+    """Soften ``model`` with projector files written to ``out``, plus a manifest of its layers
+    and of every file's sha256 (checked by :func:`soften_from`)."""
     from softeq.bounds import report
-    from softeq.io import write_json
+    from softeq.io import file_sha256, write_json
 
     out = Path(out)
-    soften_from(model, softening, str(out))
+    _soften(model, softening, str(out))
     records = [r.as_dict() for r in report(model)]
     files = sorted(p.name for p in out.glob("*.safetensors"))
-    manifest = {"softening": softening.to_dict(), "layers": records, "files": files}
+    sums = {name: file_sha256(out / name) for name in files}
+    manifest = {"softening": softening.to_dict(), "layers": records, "files": files, "sha256": sums}
     write_json(manifest, out / "manifest.json")
 
 
@@ -149,10 +163,11 @@ def write_metrics(
     model: nn.Module,
     device: str,
 ) -> dict[str, Any]:
-    """Write the metrics JSON of one run: identity, metrics, sweep, bound report, provenance."""
+    """Write the metrics JSON of one run: identity, metrics, sweep, bound report, provenance;
+    a layer whose measured error exceeds its bound fails the run instead (bounds.check)."""
     import json
 
-    from softeq.bounds import report
+    from softeq.bounds import check, report
     from softeq.io import write_json
 
     bad = sorted(
@@ -162,6 +177,11 @@ def write_metrics(
     )
     if bad:
         raise ValueError(f"{args.out}: the evaluation gave non-finite metrics {bad}; not written")
+    bounds = [r.as_dict() for r in report(model)]
+    try:
+        check(bounds)
+    except ValueError as error:
+        raise SystemExit(f"{args.out} not written: {error}") from error
     setting = (
         {"group": "none", "filter": "none", "softness": 1.0, "softness_pos": 1.0}
         if softening is None
@@ -174,7 +194,7 @@ def write_metrics(
         **setting,
         "seed": args.seed,
         **result,
-        "bounds": [r.as_dict() for r in report(model)],
+        "bounds": bounds,
         "provenance": provenance(args, device),
     }
     write_json(out, args.out)

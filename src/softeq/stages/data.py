@@ -13,12 +13,25 @@ from pathlib import Path
 
 from softeq.io import write_json
 
-__all__ = ["prepare_data", "prepare_ethucy", "prepare_voc"]
+__all__ = ["prepare_data", "prepare_ethucy", "prepare_voc", "trajectory_manifest"]
+
+
+def trajectory_manifest(root: Path, sums_file: Path, out: Path, protocol: dict) -> None:
+    """Verify a trajectory tree against its checksum list (every listed file, and no unlisted
+    ``*.txt``), then write its manifest: the root, every file with its sha256, the protocol.
+    The loader reads exactly these files (``TrajectoryDataset.from_manifest``)."""
+    from softeq.data.listing import verify_tree
+
+    try:
+        sums = verify_tree(root, sums_file)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"{error}\n(checking {root} against {sums_file})") from error
+    manifest = {"kind": "trajectories", "root": str(root), "files": len(sums), "sha256": sums}
+    write_json({**manifest, **protocol}, out)
 
 
 def prepare_ethucy(root: str | None, downloads: Path, out: Path, protocol: dict) -> None:
     """Verify a local ETH/UCY copy (``root``) or download one, then write the manifest."""
-    from softeq.data.eth_ucy import verify_checksums
     from softeq.data.eth_ucy_fetch import ethucy_sums, fetch_ethucy
 
     if root:
@@ -31,8 +44,7 @@ def prepare_ethucy(root: str | None, downloads: Path, out: Path, protocol: dict)
                 f"{error}\nSet datasets.ethucy.root to a local copy "
                 "(<root>/<scene>/{train,val,test}/*.txt)."
             ) from error
-    count = verify_checksums(tree, ethucy_sums())
-    write_json({"kind": "trajectories", "root": str(tree), "files": count, **protocol}, out)
+    trajectory_manifest(tree, ethucy_sums(), out, protocol)
 
 
 def prepare_voc(root: str | None, downloads: Path, out: Path, protocol: str) -> None:
@@ -80,17 +92,13 @@ def prepare_data(args: argparse.Namespace) -> None:
             out,
         )
     elif args.dataset == "synthetic":
-        from softeq.data.eth_ucy import verify_checksums
         from softeq.data.synthetic_trajectories import build_synthetic
 
         if protocol.get("root"):
             raise SystemExit("datasets.synthetic.root: the synthetic set is generated, not read")
-        root = build_synthetic(out.with_suffix(""), seed=protocol.get("seed", 0))
-        count = verify_checksums(root)
+        root = build_synthetic(out.with_suffix(""), seed=protocol.get("seed", 0)).resolve()
         traj = {k: v for k, v in protocol.items() if k not in ("seed", "root")}
-        write_json(
-            {"kind": "trajectories", "root": str(root.resolve()), "files": count, **traj}, out
-        )
+        trajectory_manifest(root, root / "SHA256SUMS", out, traj)
     elif args.dataset == "ethucy":
         downloads.mkdir(parents=True, exist_ok=True)
         prepare_ethucy(args.root, downloads, out, protocol)

@@ -48,8 +48,8 @@ def _dataset(manifest: dict, scene: str, split: str, model: nn.Module):
     from softeq.data.eth_ucy import TrajectoryDataset
 
     options = {k: manifest[k] for k in ("min_agents", "skip") if k in manifest}
-    return TrajectoryDataset.from_split(
-        manifest["root"], scene, split, model.obs_len, model.pred_len, **options
+    return TrajectoryDataset.from_manifest(
+        manifest, scene, split, model.obs_len, model.pred_len, **options
     )
 
 
