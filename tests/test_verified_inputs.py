@@ -137,6 +137,7 @@ def test_workflow_reruns_prepare_when_a_data_file_is_added(real_copy, tmp_path):
         config = yaml.safe_load(f)
     config["results"] = str(tmp_path / "results")
     config["resources"] = str(tmp_path / "resources")
+    config["allow_outside"] = True  # results in a temporary folder
     config["datasets"]["ethucy"] = {"root": str(real_copy)}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
