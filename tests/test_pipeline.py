@@ -91,6 +91,15 @@ def test_resolve_expands_and_checks_semantics(config):
         (lambda c: c["experiments"][0]["softness"].append(1.5), "experiments[0].softness[5]"),
         (lambda c: c["experiments"][0]["backbones"].append("vgg"), "experiments[0].backbones[2]"),
         (lambda c: c["experiments"][0]["groups"].append("C4x"), "experiments[0].groups[1]"),
+        (
+            lambda c: c["finetune"]["trajectory"]["recipe"].update(epochs=0),
+            "finetune.trajectory.recipe.epochs",
+        ),
+        (
+            lambda c: c["finetune"]["trajectory"]["recipe"].update(lr="fast"),
+            "finetune.trajectory.recipe.lr",
+        ),
+        (lambda c: c["figure1"].update(group="C4$(touch x)"), "figure1.group"),
     ],
 )
 def test_bad_config_fails_before_any_job_runs(config, tmp_path, edit, key):

@@ -96,3 +96,46 @@ def test_figures_regenerate_from_tables_alone(reduced):
     assert set(jobs) == {"figures_task", "figure1", "figures"}, plan.stdout
     snakemake("figures", "--cores", "1", "--configfile", str(config))
     assert len(list((tmp / "results/figures").glob("*.png"))) == 4
+
+
+def test_kill_the_snakemake_process_group_during_finetune_then_unlock_and_rerun(reduced, tmp_path):
+    """SIGKILL of snakemake and its jobs after a fine-tune's first epoch; --unlock and a rerun
+    resume from the checkpoint and give the same metrics as a run that was never killed."""
+    import signal
+    import time
+
+    _, reduced_path = reduced
+    config = yaml.safe_load(reduced_path.read_text())
+    config["finetune"]["classification"]["recipe"].update(epochs=4, batch_size=32)
+    config["experiments"] = [{**config["experiments"][0], "softness": [0.5]}]
+    run = "classification/digits/vit/group~C4/filter~shrink/b~0.5_pos~0.5/seed~0"
+    metrics = {}
+    for name in ("whole", "killed"):
+        work = tmp_path / name
+        config["results"], config["resources"] = str(work / "results"), str(work / "resources")
+        path = work / "config.yaml"
+        work.mkdir()
+        path.write_text(yaml.safe_dump(config))
+        target = work / "results" / run / "metrics.json"
+        args = [str(target), "--cores", "1", "--configfile", str(path)]
+        if name == "killed":
+            job = subprocess.Popen(
+                ["snakemake", *args],
+                cwd=ROOT,
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            checkpoint = work / "results" / run / "model.pt.ckpt"
+            deadline = time.monotonic() + 600
+            while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert job.poll() is None, "the DAG ended before the first fine-tuning epoch"
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+            assert not (work / "results" / run / "model.pt").exists()
+            snakemake("--unlock", "--configfile", str(path))
+        snakemake(*args)
+        metrics[name] = json.loads(target.read_text())["metrics"]
+    assert metrics["killed"] == metrics["whole"]
