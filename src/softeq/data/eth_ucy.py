@@ -13,11 +13,14 @@ observed in *all* of them.  Two differences from sgan, both explicit here:
 
 * sgan keeps a window when the number of such agents is ``> min_ped`` with ``min_ped = 1``, i.e.
   at least **two** agents; here ``min_agents`` is inclusive (``>=``), so the sgan protocol is
-  ``min_agents=SGAN_MIN_AGENTS`` (2) and the default 1 keeps single-agent windows as well.
+  ``min_agents=SGAN_MIN_AGENTS`` (2) and the default 1 keeps single-agent windows as well.  The
+  paper's reference code windows the same way (docs/fidelity.md), so ``min_agents=2`` is also
+  its rule.
 * sgan treats the unique frames as consecutive even across gaps (frame ids with no pedestrian);
   here a window is made of consecutive frame *ids*.  In the ETH/UCY files no pedestrian is ever
   missing from a frame between its first and last one, so no agent spans a gap either way and the
-  two definitions give the same windows.
+  two definitions give the same windows (the window counts of the reference's loader on every
+  split are a test).
 """
 
 from __future__ import annotations
