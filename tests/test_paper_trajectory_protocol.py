@@ -44,7 +44,7 @@ def protocol_of(plan: Plan) -> dict:
 def job_model(plan: Plan, backbone: str, manifest: dict):
     """The model a trajectory job builds from its ``--backbone-spec`` and the dataset manifest."""
     spec = json.loads(plan.backbone_spec(SimpleNamespace(backbone=backbone)))
-    return stage._model(spec, manifest)
+    return stage.job_model(spec, manifest)
 
 
 def test_every_paper_trajectory_backbone_is_checked(plan):
@@ -85,7 +85,7 @@ def test_a_job_keeps_only_windows_of_two_agents_or_more(plan, backbone, tmp_path
     trajectory_manifest(root, sums, out, protocol)  # what prepare-data writes
     manifest = json.loads(out.read_text())
     model = job_model(plan, backbone, manifest)
-    data = stage._dataset(manifest, "eth", "test", model)
+    data = stage.job_split(manifest, "eth", "test", model)
     # one window with both agents; the seq_len windows of agent 1 alone are dropped
     assert len(data) == 1 and data.num_agents == 2
     obs, fut = data[0]

@@ -22,7 +22,7 @@ from softeq.stages.common import (
     write_projectors,
 )
 
-__all__ = ["evaluate", "finetune", "projectors"]
+__all__ = ["evaluate", "finetune", "job_model", "job_split", "projectors"]
 
 SPEC_KEYS = {"preset", "kwargs"}
 PROTOCOL_KEYS = ("obs_len", "pred_len", "min_agents", "skip")
@@ -32,7 +32,7 @@ def _manifest(path: str) -> dict[str, Any]:
     return read_manifest(path, "trajectories")
 
 
-def _model(spec: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
+def job_model(spec: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
     """The model of ``spec``; observation and prediction lengths follow the dataset's protocol
     unless the spec's kwargs override them (the paper's mismatched-protocol compatibility)."""
     from softeq.models.trajectory import build_trajectory_model
@@ -44,7 +44,9 @@ def _model(spec: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
     return build_trajectory_model(spec["preset"], **{**lengths, **spec.get("kwargs", {})})
 
 
-def _dataset(manifest: dict, scene: str, split: str, model: nn.Module):
+def job_split(manifest: dict, scene: str, split: str, model: nn.Module):
+    """The windows of one scene's split that a job reads: the manifest's verified files, with
+    the model's observation and prediction lengths and the manifest's windowing protocol."""
     from softeq.data.eth_ucy import TrajectoryDataset
 
     options = {k: manifest[k] for k in ("min_agents", "skip") if k in manifest}
@@ -70,7 +72,7 @@ def _soften_or_check(model: nn.Module, softening: Softening, cache_dir: str | No
 def projectors(args: argparse.Namespace) -> None:
     """Build and save the model's projectors."""
     setup_device(args)
-    model = _model(args.backbone_spec, _manifest(args.data))
+    model = job_model(args.backbone_spec, _manifest(args.data))
     if not any(True for _ in model.parameters()):
         manifest = {"softening": args.softening.to_dict(), "layers": [], "files": []}
         write_json(manifest, Path(args.out) / "manifest.json")
@@ -91,13 +93,13 @@ def finetune(args: argparse.Namespace) -> None:
     softening = args.softening
     manifest = _manifest(args.data)
     torch.manual_seed(args.seed)
-    model = _model(args.backbone_spec, manifest)
+    model = job_model(args.backbone_spec, manifest)
     _soften_or_check(model, softening, args.projectors)
     history = []
     recipe = TrajectoryRecipe.from_dict(args.recipe, "--recipe")
     fingerprint = run_fingerprint(args, recipe, softening)
     if any(True for _ in model.parameters()):
-        train_set = _dataset(manifest, _scene(args.dataset), "train", model)
+        train_set = job_split(manifest, _scene(args.dataset), "train", model)
         history = train_trajectory(
             model,
             train_set,
@@ -133,10 +135,10 @@ def evaluate(args: argparse.Namespace) -> None:
     manifest = _manifest(args.data)
     state = load_checkpoint(args.model)
     softening = load_softening(state, args.model)
-    model = _model(state["backbone"], manifest)
+    model = job_model(state["backbone"], manifest)
     _soften_or_check(model, softening, args.projectors)
     model.load_state_dict(state["model"])
     spec = EvalSettings.from_dict(args.eval, "--eval")
-    test_set = _dataset(manifest, _scene(args.dataset), args.split, model)
+    test_set = job_split(manifest, _scene(args.dataset), args.split, model)
     result = evaluate_trajectory(model, test_set, spec, args.seed, device)
     write_metrics(args, "trajectory", softening, result, model, device)
