@@ -275,7 +275,7 @@ def _add_result_stages(stage: Stage) -> None:
     )
     p.add_argument("--widths", default="8,16,32", help="pairs: comma-separated widths")
     p.add_argument("--dense-limit", type=int, default=32, help="pairs: largest dense width")
-    p.add_argument("--grids", default="3,4,5,6", help="grid: k of the measured dense SVDs")
+    p.add_argument("--grids", default="4,5,6", help="grid: k of the measured dense SVDs")
     p.add_argument("--schur-grids", default="4,8,14", help="grid: further k for block-Schur")
     p.add_argument("--target-grid", type=int, default=14, help="grid: k of the extrapolation")
     p.add_argument("--group", default="C4", help="grid: the group (a normal generator: C2, C4)")
