@@ -10,7 +10,10 @@
    Kronecker SVD, with their largest disagreement (the measurement of ``softeq.timing``, which
    the workflow's construction-timing ablation also uses); the dense path is skipped where its
    O(d^6) cost, extrapolated from the previous width, would exceed a minute.
-3. Training-step cost (forward + backward) of a ViT-Small with soft patch embedding and
+3. The paper's Table 6 case: the equivariant projector of a map on a k x k grid (C4, exact
+   rotation), block-Schur up to 14 x 14 against the dense Kronecker SVD on small grids, fitted as
+   t = a d^p and extrapolated to 14 x 14 (``softeq.timing.measure_grid_timing``).
+4. Training-step cost (forward + backward) of a ViT-Small with soft patch embedding and
    positional grid against the plain model, and of the folded model.
 Times drift between runs on a shared machine; the ratios, measured side by side, are the result.
 """
@@ -29,7 +32,7 @@ import softeq
 from softeq.filters import filter_weights
 from softeq.groups import grid_generators
 from softeq.projectors import clear_cache, invariant_projector
-from softeq.timing import max_abs_diff, time_projector_build
+from softeq.timing import max_abs_diff, measure_grid_timing, time_projector_build
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -95,6 +98,21 @@ def bench_pairs(widths: list[int], dense_limit_s: float) -> None:
         dense_estimate = dense_s * 64  # SVD of a (d^2 x d^2) operator: O(d^6)
 
 
+def bench_equivariant_grid(grids: list[int], schur_grids: list[int]) -> None:
+    """The paper's Table 6 case, as the workflow's ``grid`` construction-timing ablation."""
+    print("\n## Equivariant C4 grid-map projectors (shrink, b = 0.5), W of k^2 x k^2")
+    df = measure_grid_timing(grids, schur_grids, 14, repeats=1)
+    header = f"{'grid':>6} {'operator':>9} {'schur s':>9} {'dense s':>10} {'dense':>13}"
+    print(f"{header} {'max |diff|':>11}")
+    for r in df.to_dict("records"):
+        dense = "" if np.isnan(r["dense_s"]) else f"{r['dense_s']:10.3f}"
+        print(
+            f"{r['grid']:>3}x{r['grid']:<2} {r['operator']:>9,} {r['schur_s']:9.4f} {dense:>10} "
+            f"{r['dense_source']:>13} {r['max_abs_diff']:11.1e}"
+        )
+    print(f"dense fit: t = {df['fit_a'].iloc[0]:.3g} * d^{df['fit_p'].iloc[0]:.2f} (d = k^2)")
+
+
 def _step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     start = time.perf_counter()
     loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -135,10 +153,12 @@ def main() -> None:
     if args.quick:
         bench_grids([14, 16], repeats=2)
         bench_pairs([16, 32], dense_limit_s=5)
+        bench_equivariant_grid([4, 5, 6], [8, 14])
         bench_training_step(batch=2, repeats=3)
     else:
         bench_grids([14, 16, 37], repeats=5)
         bench_pairs([16, 32, 64, 128], dense_limit_s=60)
+        bench_equivariant_grid([4, 5, 6, 7], [8, 10, 12, 14])
         bench_training_step(batch=8, repeats=7)
 
 

@@ -267,8 +267,18 @@ def _add_result_stages(stage: Stage) -> None:
         "projector construction: block-Schur against dense SVD",
         compute=False,
     )
-    p.add_argument("--widths", default="8,16,32", help="comma-separated pair-feature widths")
-    p.add_argument("--dense-limit", type=int, default=32, help="largest width for dense SVD")
+    p.add_argument(
+        "--case",
+        choices=("pairs", "grid"),
+        default="pairs",
+        help="pairs: SO(2) pair layers by width; grid: the paper's map on a k x k grid",
+    )
+    p.add_argument("--widths", default="8,16,32", help="pairs: comma-separated widths")
+    p.add_argument("--dense-limit", type=int, default=32, help="pairs: largest dense width")
+    p.add_argument("--grids", default="4,5,6", help="grid: k of the measured dense SVDs")
+    p.add_argument("--schur-grids", default="4,8,14", help="grid: further k for block-Schur")
+    p.add_argument("--target-grid", type=int, default=14, help="grid: k of the extrapolation")
+    p.add_argument("--group", default="C4", help="grid: the group (a normal generator: C2, C4)")
     p.add_argument("--out-stem", required=True, help="path without suffix of the timing table")
     p.add_argument("--png", required=True, help="the figure to write")
 

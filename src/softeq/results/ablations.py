@@ -4,7 +4,9 @@
   per filter with its mask kind, so hard (0/1) and smooth masks compare at equal softness
   (docs/method.md §2).
 - Construction time: the table of ``softeq.timing.measure_construction_timing`` (block-Schur
-  against the dense Kronecker SVD, docs/method.md §3) with the speed-up per width.
+  against the dense Kronecker SVD, docs/method.md §3) with the speed-up per width or grid; for
+  the paper's grid case the dense time at the target grid is extrapolated by a power-law fit
+  (``fit_power_law``) and the paper's reported values (``REPORTED_CONSTRUCTION``) close it.
 
 Both are written like the paper tables: ``.csv``, ``.md`` and ``.tex``, atomically.
 """
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from softeq.results.columns import (
@@ -29,8 +32,12 @@ from softeq.results.columns import (
 from softeq.results.writers import cell, write_table_files
 
 __all__ = [
+    "GRID_TIMING_COLUMNS",
+    "REPORTED_CONSTRUCTION",
+    "TIMING_INDEX",
     "TIMING_REQUIRED",
     "filter_ablation",
+    "fit_power_law",
     "read_timing",
     "write_construction_timing",
     "write_filter_ablation",
@@ -120,48 +127,128 @@ def write_filter_ablation(
 
 # --------------------------------------------------------------------------- construction time
 
-# The columns a timing table needs (``softeq.timing`` also writes ``max_abs_diff``).
-TIMING_REQUIRED = ("width", "schur_s", "dense_s")
+# The columns a timing table needs (``softeq.timing`` also writes ``max_abs_diff``); a pair-layer
+# table is indexed by ``width``, a grid table (the paper's case) by ``grid``.
+TIMING_REQUIRED = ("schur_s", "dense_s")
+TIMING_INDEX = ("width", "grid")
+GRID_TIMING_COLUMNS = (
+    "case",
+    "group",
+    "grid",
+    "d",
+    "operator",
+    "schur_s",
+    "dense_s",
+    "dense_source",
+    "max_abs_diff",
+    "fit_a",
+    "fit_p",
+)
+# The paper's Table 6 (docs/paper.md, "Other experiments"), known from a secondary source only:
+# the equivariant projector of a map on a 14 x 14 grid (d = 196, a 38,416 x 38,416 operator).
+REPORTED_CONSTRUCTION = {"grid": 14, "schur_s": 0.25, "dense_s": 890.0}
+
+
+def fit_power_law(sizes: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
+    """Least-squares fit of ``seconds = a * sizes**p`` in log-log; returns ``(a, p)``.
+
+    Needs two or more distinct sizes with positive times (raises otherwise).
+    """
+    x = np.log(np.asarray(sizes, dtype=float))
+    y = np.log(np.asarray(seconds, dtype=float))
+    if x.size < 2 or np.unique(x).size < 2 or not np.all(np.isfinite(y)):
+        raise ValueError(
+            f"a power-law fit needs 2+ distinct sizes with times > 0: {sizes}, {seconds}"
+        )
+    p, log_a = np.polyfit(x, y, 1)
+    return float(np.exp(log_a)), float(p)
 
 
 def read_timing(timing_csv: PathLike) -> pd.DataFrame:
-    """A construction-timing table sorted by width; missing columns or no rows raise."""
+    """A construction-timing table sorted by width (or grid); missing columns or no rows raise."""
     path = Path(timing_csv)
     df = pd.read_csv(path)
+    index = [c for c in TIMING_INDEX if c in df.columns]
     missing = [c for c in TIMING_REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; needs {list(TIMING_REQUIRED)}")
+    if missing or not index:
+        needs = [*TIMING_REQUIRED, " or ".join(TIMING_INDEX)]
+        raise ValueError(
+            f"{path}: missing column(s) {missing or list(TIMING_INDEX)}; needs {needs}"
+        )
     if df.empty:
         raise ValueError(f"{path}: no rows")
-    return df.sort_values("width", kind="stable").reset_index(drop=True)
+    if "dense_source" in df.columns:
+        df["dense_source"] = df["dense_source"].fillna("").astype(str)
+    return df.sort_values(index[0], kind="stable").reset_index(drop=True)
 
 
 def write_construction_timing(timing_csv: PathLike, out_stem: PathLike) -> list[Path]:
-    """The Schur-vs-SVD ablation table: width, seconds each way and the speed-up (dense / Schur).
+    """The Schur-vs-SVD ablation table: size, seconds each way and the speed-up (dense / Schur).
 
-    Widths where the dense construction was skipped have empty dense cells. Writes .csv, .md and
-    .tex like the paper tables.
+    Pair-layer tables (``width``): widths where the dense construction was skipped have empty
+    dense cells. Grid tables (``grid``, the paper's case): one row per grid, the dense time
+    measured or extrapolated (with the fit's exponent), and in .md / .tex a last row with the
+    paper's reported values (secondary source). Writes .csv, .md and .tex like the paper tables.
     """
     df = read_timing(timing_csv)
     rows = df.copy()
     rows["speedup"] = rows["dense_s"] / rows["schur_s"]
+    if "grid" in rows.columns:
+        return _write_grid_timing(rows, out_stem)
     md_header = ["width", "block-Schur (s)", "dense SVD (s)", "speed-up (×)"]
     tex_header = ["Width", r"Block-Schur (s)", r"Dense SVD (s)", r"Speed-up ($\times$)"]
     cells = []
     for r in rows.to_dict("records"):
         cells.append(
-            [
-                str(int(r["width"])),
-                _seconds(r["schur_s"]),
-                _seconds(r["dense_s"]),
-                ""
-                if math.isnan(r["speedup"])
-                else f"{r['speedup']:,.3g}"
-                if r["speedup"] < 100
-                else f"{r['speedup']:,.0f}",
-            ]
+            [str(int(r["width"])), _seconds(r["schur_s"]), _seconds(r["dense_s"]), _ratio(r)]
         )
     return write_table_files(rows, out_stem, md_header, tex_header, cells, [0], 1)
+
+
+def _write_grid_timing(rows: pd.DataFrame, out_stem: PathLike) -> list[Path]:
+    md_header = ["grid", "dense SVD", "d", "operator", "block-Schur (s)", "dense SVD (s)"]
+    md_header.append("speed-up (×)")
+    tex_header = ["Grid", "Dense SVD", "$d$", "Operator", "Block-Schur (s)", "Dense SVD (s)"]
+    tex_header.append(r"Speed-up ($\times$)")
+    cells = []
+    for r in rows.to_dict("records"):
+        source = r["dense_source"]
+        if source == "extrapolated":
+            source = f"extrapolated (fit p = {r['fit_p']:.2f})"
+        k = int(r["grid"])
+        cells.append(
+            [
+                f"{k} × {k}",
+                source,
+                str(int(r["d"])),
+                f"{int(r['operator']):,}",
+                _seconds(r["schur_s"]),
+                _seconds(r["dense_s"]),
+                _ratio(r),
+            ]
+        )
+    rep = REPORTED_CONSTRUCTION
+    k = rep["grid"]
+    speedup = {"speedup": rep["dense_s"] / rep["schur_s"]}
+    cells.append(
+        [
+            f"{k} × {k} (paper)",
+            "reported (secondary source)",
+            str(k * k),
+            f"{k**4:,}",
+            _seconds(rep["schur_s"]),
+            _seconds(rep["dense_s"]),
+            _ratio(speedup),
+        ]
+    )
+    return write_table_files(rows, out_stem, md_header, tex_header, cells, [0, len(rows)], 2)
+
+
+def _ratio(r: dict) -> str:
+    value = r["speedup"]
+    if value is None or math.isnan(value):
+        return ""
+    return f"{value:,.3g}" if value < 100 else f"{value:,.0f}"
 
 
 def _seconds(value: float) -> str:

@@ -101,15 +101,27 @@ def ablation_filters(args: argparse.Namespace) -> None:
 
 def construction_timing(args: argparse.Namespace) -> None:
     """Projector construction time, block-Schur against the dense Kronecker SVD: measured
-    (``softeq.timing``), written as a table, then drawn from that table."""
+    (``softeq.timing``; ``--case pairs`` for SO(2) pair layers, ``grid`` for the paper's map on
+    a k x k grid, dense extrapolated to ``--target-grid``), written as a table, then drawn."""
     from softeq.figures.timing import plot_construction_timing
     from softeq.io import atomic_write
     from softeq.results.ablations import write_construction_timing
-    from softeq.timing import measure_construction_timing
+    from softeq.timing import measure_construction_timing, measure_grid_timing
 
-    widths = tuple(int(w) for w in args.widths.split(","))
-    table = measure_construction_timing(widths, dense_limit=args.dense_limit)
+    if args.case == "grid":
+        table = measure_grid_timing(
+            _int_list(args.grids),
+            _int_list(args.schur_grids),
+            args.target_grid,
+            group=args.group,
+        )
+    else:
+        table = measure_construction_timing(_int_list(args.widths), dense_limit=args.dense_limit)
     csv = Path(f"{args.out_stem}.csv")
     atomic_write(csv, lambda tmp: table.to_csv(tmp, index=False))
     write_construction_timing(csv, args.out_stem)
     plot_construction_timing(csv, args.png)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(w) for w in text.split(",") if w.strip())
