@@ -116,7 +116,9 @@ rule construction_timing:
         widths=",".join(str(w) for w in config["construction_timing"]["widths"]),
         dense_limit=config["construction_timing"]["dense_limit"],
         grids=",".join(str(k) for k in config["construction_timing"]["grids"]),
-        schur_grids=",".join(str(k) for k in config["construction_timing"]["schur_grids"]),
+        schur_grids=",".join(
+            str(k) for k in config["construction_timing"]["schur_grids"]
+        ),
         target_grid=config["construction_timing"]["target_grid"],
         group=config["construction_timing"]["group"],
     shell:
