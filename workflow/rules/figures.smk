@@ -112,20 +112,10 @@ rule construction_timing:
         runtime=config["job_resources"]["evaluate"]["runtime"],
     params:
         stem=lambda wildcards, output: output.table.removesuffix(".csv"),
-        case=config["construction_timing"]["case"],
-        widths=",".join(str(w) for w in config["construction_timing"]["widths"]),
-        dense_limit=config["construction_timing"]["dense_limit"],
-        grids=",".join(str(k) for k in config["construction_timing"]["grids"]),
-        schur_grids=",".join(
-            str(k) for k in config["construction_timing"]["schur_grids"]
-        ),
-        target_grid=config["construction_timing"]["target_grid"],
-        group=config["construction_timing"]["group"],
+        args=PLAN.construction_timing_args(),
     shell:
-        "softeq construction-timing --case {params.case} --widths {params.widths}"
-        " --dense-limit {params.dense_limit} --grids {params.grids}"
-        " --schur-grids {params.schur_grids} --target-grid {params.target_grid}"
-        " --group {params.group} --out-stem {params.stem:q} --png {output.figure:q} > {log:q} 2>&1"
+        "softeq construction-timing {params.args} --out-stem {params.stem:q}"
+        " --png {output.figure:q} > {log:q} 2>&1"
 
 
 rule figures:

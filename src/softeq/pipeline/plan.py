@@ -223,6 +223,16 @@ class Plan:
         args += ["--softness", ",".join(str(b) for b in settings["softness"])]
         return shlex.join(str(arg) for arg in args)
 
+    def construction_timing_args(self) -> str:
+        """The measurement settings of ``softeq construction-timing``, shell-quoted."""
+        settings = self.config["construction_timing"]
+        join = lambda values: ",".join(str(v) for v in values)  # noqa: E731
+        args = ["--case", settings["case"], "--widths", join(settings["widths"])]
+        args += ["--dense-limit", settings["dense_limit"], "--grids", join(settings["grids"])]
+        args += ["--schur-grids", join(settings["schur_grids"])]
+        args += ["--target-grid", settings["target_grid"], "--group", settings["group"]]
+        return shlex.join(str(arg) for arg in args)
+
     def paper_outputs(self) -> list[str]:
         """Figure 1, the paper tables and the ablations."""
         outputs = self.figure1_outputs()
