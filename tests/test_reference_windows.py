@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from softeq.data.eth_ucy import SGAN_MIN_AGENTS, TrajectoryDataset, ethucy_sums
+from softeq.data.eth_ucy import SGAN_MIN_AGENTS, TrajectoryDataset
+from softeq.data.listing import ethucy_sums
 from softeq.pipeline import validate_config
 from softeq.pipeline.plan import Plan
 from softeq.stages import trajectory as stage

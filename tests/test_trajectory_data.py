@@ -13,10 +13,9 @@ from softeq.data.eth_ucy import (
     TrajectoryDataset,
     collate_windows,
     read_trajectory_file,
-    verify_checksums,
     windows,
-    write_checksums,
 )
+from softeq.data.listing import verify_checksums, write_checksums
 from softeq.data.synthetic_trajectories import SYNTHETIC_SCENES, build_synthetic
 
 REAL = Path(__file__).parents[2] / "shared/data/eth_ucy"

@@ -36,16 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from softeq.data.catalog import ETHUCY_SCENES
-from softeq.data.listing import (
-    default_listing,
-    ethucy_sums,
-    folder_listing,
-    read_checksums,
-    verify_checksums,
-    verify_listed,
-    verify_tree,
-    write_checksums,
-)
+from softeq.data.listing import default_listing, folder_listing, read_checksums, verify_listed
 
 __all__ = [
     "SCENES",
@@ -54,16 +45,9 @@ __all__ = [
     "TrajectoryDataset",
     "Window",
     "collate_windows",
-    "default_listing",
     "detect_frame_step",
-    "ethucy_sums",
-    "read_checksums",
     "read_trajectory_file",
-    "verify_checksums",
-    "verify_listed",
-    "verify_tree",
     "windows",
-    "write_checksums",
 ]
 
 SCENES = ETHUCY_SCENES

@@ -17,7 +17,7 @@ from softeq.data.download import download
 from softeq.data.listing import ethucy_sums, verify_tree
 from softeq.io import atomic_dir
 
-__all__ = ["ETHUCY_URLS", "ethucy_sums", "extract_ethucy", "fetch_ethucy"]
+__all__ = ["ETHUCY_URLS", "extract_ethucy", "fetch_ethucy"]
 
 ETHUCY_URLS = (  # the Social-GAN zip, then the pinned public copy (PROVENANCE of the data)
     "https://www.dropbox.com/s/8n02xqv3l9q18r1/datasets.zip?dl=1",

@@ -32,7 +32,8 @@ def trajectory_manifest(root: Path, sums_file: Path, out: Path, protocol: dict) 
 
 def prepare_ethucy(root: str | None, downloads: Path, out: Path, protocol: dict) -> None:
     """Verify a local ETH/UCY copy (``root``) or download one, then write the manifest."""
-    from softeq.data.eth_ucy_fetch import ethucy_sums, fetch_ethucy
+    from softeq.data.eth_ucy_fetch import fetch_ethucy
+    from softeq.data.listing import ethucy_sums
 
     if root:
         tree = Path(root).expanduser().resolve()
