@@ -92,6 +92,13 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     import jsonschema
     import yaml
 
+    from softeq.soften_options import check_config_options
+
+    if isinstance(config.get("backbones"), dict):  # before the schema: its messages name keys
+        try:
+            check_config_options(config["backbones"])
+        except ValueError as error:
+            raise ConfigError(f"invalid config:\n  config key {error}") from error
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
     base = jsonschema.validators.validator_for(schema)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from softeq.models import build_classifier
+from softeq.soften_options import split_backbone_spec
 from softeq.spec import Softening
 from softeq.stages.common import (
     clear_output,
@@ -79,15 +80,17 @@ def pretrain(args: argparse.Namespace) -> None:
     recipe = Recipe.from_dict(args.recipe, "--recipe")
     classes = num_classes(args.data)
     torch.manual_seed(args.seed)
-    spec, model = build_classifier(args.backbone_spec, classes, drop_path=recipe.drop_path)
+    model_spec, _ = split_backbone_spec(args.backbone_spec)
+    spec, model = build_classifier(model_spec, classes, drop_path=recipe.drop_path)
     _train_and_save(args, model, spec, recipe, classes, device)
 
 
 def projectors(args: argparse.Namespace) -> None:
     """Build and save the backbone's projectors (random weights: no download)."""
     setup_device(args)
-    _, model = build_classifier(args.backbone_spec, 10, random_init=True)
-    write_projectors(model, args.softening, args.out)
+    model_spec, options = split_backbone_spec(args.backbone_spec)
+    _, model = build_classifier(model_spec, 10, random_init=True)
+    write_projectors(model, args.softening, args.out, options)
 
 
 def finetune(args: argparse.Namespace) -> None:
@@ -102,15 +105,16 @@ def finetune(args: argparse.Namespace) -> None:
     recipe = Recipe.from_dict(args.recipe, "--recipe")
     classes = num_classes(args.data)
     torch.manual_seed(args.seed)
+    model_spec, options = split_backbone_spec(args.backbone_spec)
     spec, model = build_classifier(
-        args.backbone_spec, classes, args.init is not None, drop_path=recipe.drop_path
+        model_spec, classes, args.init is not None, drop_path=recipe.drop_path
     )
     if args.init is not None:
         init = load_checkpoint(args.init)
         if init.get("backbone") != args.backbone_spec:
             raise SystemExit(f"{args.init}: trained with another backbone spec")
         model.load_state_dict(init.get("model_ema") or init["model"])
-    soften_from(model, softening, args.projectors)
+    soften_from(model, softening, args.projectors, options)
     _train_and_save(args, model, spec, recipe, classes, device, softening)
 
 
@@ -125,9 +129,10 @@ def evaluate(args: argparse.Namespace) -> None:
     device = setup_device(args)
     state = load_checkpoint(args.model)
     softening = load_softening(state, args.model)
-    spec, model = build_classifier(state["backbone"], state["num_classes"], random_init=True)
+    model_spec, options = split_backbone_spec(state["backbone"], f"{args.model}: backbone")
+    spec, model = build_classifier(model_spec, state["num_classes"], random_init=True)
     if softening is not None:
-        soften_from(model, softening, args.projectors)
+        soften_from(model, softening, args.projectors, options)
     model.load_state_dict(state.get("model_ema") or state["model"])  # the EMA when trained with one
     test_set = load_classification(args.data, args.split, spec.input_size, train=False)
     eval_spec = EvalSettings.from_dict(args.eval, "--eval")

@@ -62,13 +62,17 @@ def figure1(args: argparse.Namespace) -> None:
 
     from softeq.engine.checkpoint import load_checkpoint
     from softeq.models import build_classifier
+    from softeq.soften_options import split_backbone_spec
 
+    # Figure 1 softens every kernel (no per-backbone options): the reference's Figure 1
+    # notebook (notebooks/resnet_rotation.ipynb) has no kernel-size rule (docs/fidelity.md)
     if args.model:
         state = load_checkpoint(args.model)
-        spec, model = build_classifier(state["backbone"], state["num_classes"], random_init=True)
+        model_spec, _ = split_backbone_spec(state["backbone"], f"{args.model}: backbone")
+        spec, model = build_classifier(model_spec, state["num_classes"], random_init=True)
         model.load_state_dict(state["model"])
     else:
-        spec, model = build_classifier(args.backbone_spec, 1000)
+        spec, model = build_classifier(split_backbone_spec(args.backbone_spec)[0], 1000)
     torch.manual_seed(0)
     softness = list(args.softness)
     render_figure1(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from softeq.io import read_manifest
+from softeq.soften_options import SoftenOptions, split_backbone_spec
 from softeq.spec import Softening
 from softeq.stages.common import (
     clear_output,
@@ -34,6 +35,7 @@ def _manifest(path: str) -> dict[str, Any]:
 def _segmenter(spec: dict[str, Any], num_classes: int, random_init: bool = False) -> nn.Module:
     from softeq.models.segmentation import build_segmenter
 
+    spec, _ = split_backbone_spec(spec)  # the softening options act when softening
     unknown = set(spec) - SPEC_KEYS
     if unknown or "arch" not in spec or "image_size" not in spec:
         raise SystemExit(f"--backbone-spec: needs arch and image_size; unknown keys {unknown}")
@@ -41,6 +43,11 @@ def _segmenter(spec: dict[str, Any], num_classes: int, random_init: bool = False
     return build_segmenter(
         spec["arch"], num_classes, spec["image_size"], pretrained, **spec.get("kwargs", {})
     )
+
+
+def _options(spec: dict[str, Any]) -> SoftenOptions:
+    """The softening options of a backbone spec (its ``soften`` key)."""
+    return split_backbone_spec(spec)[1]
 
 
 def _split(manifest: dict, split: str, spec: dict, seed: int, train: bool):
@@ -109,7 +116,7 @@ def projectors(args: argparse.Namespace) -> None:
     """Build and save the segmenter's projectors (random weights: no download)."""
     setup_device(args)
     model = _segmenter(args.backbone_spec, 21, random_init=True)
-    write_projectors(model, args.softening, args.out)
+    write_projectors(model, args.softening, args.out, _options(args.backbone_spec))
 
 
 def finetune(args: argparse.Namespace) -> None:
@@ -127,7 +134,7 @@ def finetune(args: argparse.Namespace) -> None:
         if init.get("backbone") != args.backbone_spec:
             raise SystemExit(f"{args.init}: trained with another model spec")
         model.load_state_dict(init["model"])
-    soften_from(model, softening, args.projectors)
+    soften_from(model, softening, args.projectors, _options(args.backbone_spec))
     _train_and_save(args, model, manifest, device, softening)
 
 
@@ -144,7 +151,7 @@ def evaluate(args: argparse.Namespace) -> None:
     softening = load_softening(state, args.model)
     model = _segmenter(state["backbone"], state["num_classes"], random_init=True)
     if softening is not None:
-        soften_from(model, softening, args.projectors)
+        soften_from(model, softening, args.projectors, _options(state["backbone"]))
     model.load_state_dict(state["model"])
     test_set = _split(manifest, args.split, state["backbone"], args.seed, False)
     spec = EvalSettings.from_dict(args.eval, "--eval")

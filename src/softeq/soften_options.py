@@ -1,0 +1,144 @@
+"""Per-backbone softening options: which layers ``softeq.soften`` selects for one backbone.
+
+A backbone spec may carry a ``soften`` mapping (config/README.md); the jobs receive it inside
+``--backbone-spec``, split it off before building the model (:func:`split_backbone_spec`) and
+pass its settings to ``softeq.soften`` beside the run's :class:`~softeq.spec.Softening`.  One
+option today, ``skip_small_kernels``: the reference code leaves convolutions with small kernels
+plain when the softness is high (docs/fidelity.md, kernel-size rule).  Nothing is set by default,
+so softeq's own selection (every conv with a kernel of at least 2) holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from softeq.filters import check_softness
+from softeq.spec import Softening
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "SPEC_KEY",
+    "SkipSmallKernels",
+    "SoftenOptions",
+    "check_config_options",
+    "split_backbone_spec",
+]
+
+SPEC_KEY = "soften"
+"""The key of a backbone spec that holds its softening options."""
+
+
+def _check_keys(values: Any, known: tuple[str, ...], where: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (known: {list(known)})")
+    return values
+
+
+@dataclass(frozen=True)
+class SkipSmallKernels:
+    """Leave convolutions whose kernel is at most ``max_kernel`` plain when the softness is
+    above ``above_softness`` (strictly), as the reference does for ResNet-50 (3, 0.8) and
+    SegFormer (3, 0.9); docs/fidelity.md."""
+
+    max_kernel: int
+    above_softness: float
+
+    KEYS = ("max_kernel", "above_softness")
+
+    @classmethod
+    def from_dict(cls, values: Any, where: str) -> SkipSmallKernels:
+        values = _check_keys(values, cls.KEYS, where)
+        missing = [key for key in cls.KEYS if key not in values]
+        if missing:
+            raise ValueError(f"{where}: missing {missing}")
+        kernel, above = values["max_kernel"], values["above_softness"]
+        if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1:
+            raise ValueError(f"{where}.max_kernel: expected an integer >= 1, got {kernel!r}")
+        if isinstance(above, bool) or not isinstance(above, int | float):
+            raise ValueError(f"{where}.above_softness: expected a number, got {above!r}")
+        return cls(kernel, check_softness(above, f"{where}.above_softness"))
+
+    def min_kernel(self, softness: float) -> int | None:
+        """The smallest kernel softened at ``softness``; None where the rule does not act."""
+        return self.max_kernel + 1 if softness > self.above_softness else None
+
+
+@dataclass(frozen=True)
+class SoftenOptions:
+    """The softening options of one backbone (empty: softeq's default selection)."""
+
+    skip_small_kernels: SkipSmallKernels | None = None
+
+    KEYS = ("skip_small_kernels",)
+
+    @classmethod
+    def from_dict(cls, values: Any, where: str = SPEC_KEY) -> SoftenOptions:
+        """Parse a spec's ``soften`` mapping; unknown keys and bad types raise, naming them."""
+        values = _check_keys(values, cls.KEYS, where)
+        skip = values.get("skip_small_kernels")
+        if skip is not None:
+            skip = SkipSmallKernels.from_dict(skip, f"{where}.skip_small_kernels")
+        return cls(skip)
+
+    def soften_kwargs(self, softening: Softening) -> dict[str, Any]:
+        """Keyword arguments of ``softeq.soften`` for ``softening`` (none: its defaults)."""
+        if self.skip_small_kernels is None:
+            return {}
+        min_kernel = self.skip_small_kernels.min_kernel(softening.softness)
+        return {} if min_kernel is None else {"min_kernel": min_kernel}
+
+    def check_applies(self, model: nn.Module, where: str = SPEC_KEY) -> None:
+        """Raise when an option set here cannot act on ``model`` (it would be ignored):
+        ``skip_small_kernels`` on a model without a conv kernel from 2 to ``max_kernel``."""
+        from torch import nn
+
+        skip = self.skip_small_kernels
+        if skip is None:
+            return
+        small = [
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Conv2d) and 2 <= min(module.kernel_size) <= skip.max_kernel
+        ]
+        if not small:
+            raise ValueError(
+                f"{where}.skip_small_kernels: {type(model).__name__} has no convolution with a "
+                f"kernel from 2 to {skip.max_kernel}, so the option would change nothing; "
+                "remove it from this backbone"
+            )
+
+
+def split_backbone_spec(
+    spec: dict[str, Any], where: str = "--backbone-spec"
+) -> tuple[dict[str, Any], SoftenOptions]:
+    """The model part of a backbone spec (what the model builders take) and its options."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(spec).__name__}")
+    model_spec = {k: v for k, v in spec.items() if k != SPEC_KEY}
+    values = spec.get(SPEC_KEY)
+    options = SoftenOptions.from_dict({} if values is None else values, f"{where}.{SPEC_KEY}")
+    return model_spec, options
+
+
+def check_config_options(backbones: dict[str, Any]) -> None:
+    """Check the ``soften`` mapping of every backbone of a config: unknown keys and bad types
+    raise naming ``backbones.<name>.soften...``, and so does one on a trajectory model (its
+    layers are linear maps on pairs, which these options do not select)."""
+    for name, spec in (backbones or {}).items():
+        if not isinstance(spec, dict) or SPEC_KEY not in spec:
+            continue
+        where = f"backbones.{name}.{SPEC_KEY}"
+        if "preset" in spec:
+            raise ValueError(
+                f"{where}: softening options select convolutions of image models; "
+                f"{name!r} is a trajectory model (preset {spec['preset']!r}), so they would be "
+                "ignored"
+            )
+        values = spec[SPEC_KEY]
+        SoftenOptions.from_dict({} if values is None else values, where)
