@@ -85,9 +85,12 @@ def load_softening(state: dict[str, Any], where: str) -> Softening | None:
     return None if values is None else Softening.from_dict(values, f"{where}: softening")
 
 
-def soften_from(model: nn.Module, softening: Softening, cache_dir: str | None) -> nn.Module:
-    """softeq.soften with ``softening``'s settings; projectors are read from ``cache_dir`` (the
-    folder of ``softeq projectors``), which must exist and match its manifest's sha256."""
+def soften_from(
+    model: nn.Module, softening: Softening, cache_dir: str | None, **options: Any
+) -> nn.Module:
+    """softeq.soften with ``softening``'s settings (and ``options``, e.g. ``in_place``);
+    projectors are read from ``cache_dir`` (the folder of ``softeq projectors``), which must
+    exist and match its manifest's sha256."""
     if cache_dir is not None:
         from softeq.projectors.files import verify_projector_dir
 
@@ -95,23 +98,27 @@ def soften_from(model: nn.Module, softening: Softening, cache_dir: str | None) -
             verify_projector_dir(cache_dir)
         except (OSError, ValueError) as error:
             raise SystemExit(f"--projectors {cache_dir}: {error}") from error
-    return _soften(model, softening, cache_dir)
+    return _soften(model, softening, cache_dir, **options)
 
 
-def _soften(model: nn.Module, softening: Softening, cache_dir: str | None) -> nn.Module:
+def _soften(
+    model: nn.Module, softening: Softening, cache_dir: str | None, **options: Any
+) -> nn.Module:
     import softeq
 
-    return softeq.soften(model, **softening.soften_kwargs(), cache_dir=cache_dir)
+    return softeq.soften(model, **softening.soften_kwargs(), cache_dir=cache_dir, **options)
 
 
-def write_projectors(model: nn.Module, softening: Softening, out: str | Path) -> None:
+def write_projectors(
+    model: nn.Module, softening: Softening, out: str | Path, **options: Any
+) -> None:
     """Soften ``model`` with projector files written to ``out``, plus a manifest of its layers
     and of every file's sha256 (checked by :func:`soften_from`)."""
     from softeq.bounds import report
     from softeq.io import file_sha256, write_json
 
     out = Path(out)
-    _soften(model, softening, str(out))
+    _soften(model, softening, str(out), **options)
     records = [r.as_dict() for r in report(model)]
     files = sorted(p.name for p in out.glob("*.safetensors"))
     sums = {name: file_sha256(out / name) for name in files}
