@@ -35,7 +35,7 @@ class LayerBound:
     """One soft tensor: its operator, filter, softness, and measured residual against the bound."""
 
     name: str
-    kind: str  # kernel | token_grid | pair_map
+    kind: str  # kernel | token_grid | pair_map | pair_vectors
     group: str
     operator_size: int  # dimension the projector acts on (k^2, or d_in * d_out)
     filter: str
@@ -63,6 +63,9 @@ def report(model: nn.Module) -> list[LayerBound]:
             residual = projector.residual(projected)
         elif soft.parametrization.kind == "pair_map" and projected.dim() == 1:
             residual = projector.residual(projected[:, None])
+        elif soft.parametrization.kind == "pair_vectors":
+            rows = projected.reshape(-1, projected.shape[-1])
+            residual = math.sqrt(sum(projector.residual(r[:, None]) ** 2 for r in rows))
         else:
             residual = projector.residual(projected)
         norm = float(raw.norm())

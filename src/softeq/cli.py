@@ -190,6 +190,7 @@ def _add_training_stages(stage: Stage) -> None:
 
     p = stage("projectors", _task_stage("projectors"), "build and save a model's projectors")
     model_and_data(p, data_required=False)
+    p.add_argument("--dataset", default="", help="dataset name (trajectories: family-scene)")
     p.add_argument("--softening", **softening)
     p.add_argument("--out", required=True, help="folder for projector files + manifest.json")
 

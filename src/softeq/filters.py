@@ -12,6 +12,9 @@ reports its b_eff.
   z + floor((N - z - 1) b) directions with weight 1, the rest exp(-sigma / b); b = 1 is the
   identity.
 * ``rank-hard``: ``rank`` with the reference code's hard mask: the rest get weight 0.
+* ``decay``: 1 on the null space, exp(-sigma / b) elsewhere; b = 1 is the identity.  The
+  reference code's invariant filter of (x, y) vectors, applied pair by pair: a pair has no null
+  space, so its rank rule keeps floor((2 - 1) b) = 0 directions (docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from softeq.spectral import ZERO_TOL
 
 __all__ = ["FILTERS", "FilterResult", "check_softness", "filter_weights", "resolve_filter"]
 
-FILTERS = ("shrink", "threshold", "rank", "rank-hard")
+FILTERS = ("shrink", "threshold", "rank", "rank-hard", "decay")
 """Filter names, as configs, paths, the CLI and the API spell them."""
 
 
@@ -74,17 +77,22 @@ def filter_weights(
         # the relative slack keeps directions at exactly b * sigma_max from flickering on rounding
         weights = np.where(null | (sigma <= b * sigma_max * (1 + 1e-9)), 1.0, 0.0)
         b_eff = b
-    else:  # rank, rank-hard
-        weights = _rank_weights(sigma, b, int(null.sum()), hard=filter == "rank-hard")
+    else:  # rank, rank-hard, decay
+        if filter == "decay":
+            weights = _rank_weights(sigma, b, int(null.sum()), hard=False, keep_null_only=True)
+        else:
+            weights = _rank_weights(sigma, b, int(null.sum()), hard=filter == "rank-hard")
         b_eff = float(np.max(weights * sigma) / sigma_max) if sigma_max > 0 else 0.0
     return FilterResult(weights, b_eff, int(np.count_nonzero(weights == 1.0)))
 
 
-def _rank_weights(sigma: np.ndarray, b: float, zeros: int, hard: bool) -> np.ndarray:
+def _rank_weights(
+    sigma: np.ndarray, b: float, zeros: int, hard: bool, keep_null_only: bool = False
+) -> np.ndarray:
     n = sigma.size
     if b == 1.0:
         return np.ones(n)
-    keep = zeros + math.floor(max(n - zeros - 1, 0) * b)
+    keep = zeros if keep_null_only else zeros + math.floor(max(n - zeros - 1, 0) * b)
     weights = np.zeros(n)
     weights[:keep] = 1.0
     if not hard and b > 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,12 +30,15 @@ __all__ = [
     "PairGate",
     "SoftKernel",
     "SoftPairMap",
+    "SoftPairVectors",
     "SoftParametrization",
     "SoftTensor",
     "fold",
     "iter_soft",
+    "project_in_place",
     "soften_conv",
     "soften_linear",
+    "soften_pair_vectors",
     "soften_token_grid",
 ]
 
@@ -87,6 +91,18 @@ class SoftPairMap(SoftParametrization):
         return self.projector.apply(weight)
 
 
+class SoftPairVectors(SoftParametrization):
+    """P_b applied to every pair vector (the last axis) of a tensor (..., d), e.g. a positional
+    encoding (1, T, d): each row is projected like a bias, seen as (d, 1)."""
+
+    kind = "pair_vectors"
+
+    def forward(self, vectors: Tensor) -> Tensor:
+        rows = vectors.reshape(-1, vectors.shape[-1])
+        out = torch.stack([self.projector.apply(row[:, None])[:, 0] for row in rows])
+        return out.reshape(vectors.shape)
+
+
 def _register(module: nn.Module, name: str, parametrization: SoftParametrization) -> nn.Module:
     if parametrize.is_parametrized(module, name):
         raise ValueError(
@@ -127,6 +143,33 @@ def soften_linear(
             raise ValueError("this linear layer has a bias: pass a bias projector")
         _register(linear, "bias", SoftPairMap(bias_projector))
     return linear
+
+
+def soften_pair_vectors(module: nn.Module, attr: str, projector: EquivariantProjector) -> nn.Module:
+    """Make ``module.<attr>`` (..., d) soft as pair vectors: every forward uses P_b of each row."""
+    return _register(module, attr, SoftPairVectors(projector))
+
+
+def project_in_place(
+    module: nn.Module, attr: str, parametrization: SoftParametrization
+) -> torch.utils.hooks.RemovableHandle:
+    """Overwrite ``module.<attr>`` with its projection before every forward of ``module``.
+
+    This is the reference code's way of filtering (docs/fidelity.md): the projection is written
+    into the parameter itself, so its effect compounds with the number of forward calls (the
+    non-equivariant part of a shrink-filtered weight is scaled by b^N after N calls without an
+    update), and the optimizer updates the projected tensor directly.  softeq's default is the
+    parametrization (:func:`soften_linear`), which projects the raw weight anew at each forward.
+    """
+    if not isinstance(getattr(module, attr, None), nn.Parameter):
+        raise ValueError(f"{type(module).__name__}.{attr} is not a parameter")
+
+    def hook(mod: nn.Module, args: Any) -> None:
+        with torch.no_grad():
+            tensor = getattr(mod, attr)
+            tensor.copy_(parametrization(tensor))
+
+    return module.register_forward_pre_hook(hook)
 
 
 @dataclass(frozen=True)
@@ -185,17 +228,18 @@ def fold(model: nn.Module, inplace: bool = False) -> nn.Module:
 
 
 class PairGate(nn.Module):
-    """The pair-wise gated nonlinearity v -> v * sigmoid(|v| + c), one learnable c per pair.
+    """The pair-wise gated nonlinearity v -> v * sigmoid(|v| + c), one learnable c per pair
+    (``shared=True``: one c for every pair, the reference's eq_nonlin).
 
     It only rescales each (x, y) pair by a function of its norm, so it commutes with rotations
     of every pair: the nonlinearity of the SO(2)-equivariant networks (docs/method.md §5).
     """
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, shared: bool = False) -> None:
         super().__init__()
         if width % 2:
             raise ValueError(f"PairGate needs an even width, got {width}")
-        self.bias = nn.Parameter(torch.zeros(width // 2))
+        self.bias = nn.Parameter(torch.zeros(1 if shared else width // 2))
 
     def forward(self, x: Tensor) -> Tensor:
         pairs = x.unflatten(-1, (-1, 2))

@@ -4,22 +4,37 @@ Image groups (C_n, D_n, flip) soften every ``nn.Conv2d`` whose kernel is at leas
 (invariant kernel filter per slice) and, for ViT-like models (a ``pos_embed`` parameter over a
 ``patch_embed.grid_size`` grid), the positional embedding (invariant grid filter, softness
 ``softness_pos``; class and register tokens excluded).  Pair features (SO2, or ``features="pairs"``)
-soften every ``nn.Linear`` as an equivariant map between 2-vector features, its bias with the
-invariant filter.  Selection is by name (``include`` / ``exclude``, fnmatch patterns); anything
-selected that cannot be softened raises, and nothing is skipped silently.
+soften every ``nn.Linear`` as an equivariant map between 2-vector features, its bias, and every
+parameter a module lists in ``soft_pair_vectors`` (e.g. a positional encoding), with the invariant
+filter at softness ``softness_pos`` (default ``softness``) and filter ``vector_filter`` (default
+``filter``); tensors named by ``in_place`` are projected in place before every forward instead,
+the reference code's way (docs/fidelity.md).  Selection is by name (``include`` / ``exclude``,
+fnmatch patterns); anything selected that cannot be softened raises, and nothing is skipped
+silently.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
 from torch import nn
+from torch.nn.utils import parametrize
 
 from softeq.filters import check_softness, resolve_filter
 from softeq.groups import PairRep, pair_generators, parse_group
-from softeq.layers import iter_soft, soften_conv, soften_linear, soften_token_grid
+from softeq.layers import (
+    SoftPairMap,
+    SoftPairVectors,
+    iter_soft,
+    project_in_place,
+    soften_conv,
+    soften_linear,
+    soften_pair_vectors,
+    soften_token_grid,
+)
 from softeq.projectors import equivariant_projector, invariant_projector
 
 __all__ = ["soften"]
@@ -79,6 +94,8 @@ def soften(
     features: str | None = None,
     operator: str | None = None,
     cache_dir: str | Path | None = None,
+    vector_filter: str | None = None,
+    in_place: str | list[str] | None = None,
 ) -> nn.Module:
     """Soften ``model`` in place and return it.
 
@@ -95,6 +112,9 @@ def soften(
             ``pairs`` for SO2 and ``image`` otherwise.
         operator: grid operator for C_n (``exact`` or ``bilinear``; default by group order).
         cache_dir: folder of projector files to read, and to write missing ones to.
+        vector_filter: pair features: the filter of biases and pair vectors (default ``filter``).
+        in_place: pair features: fnmatch patterns of tensor names projected in place before each
+            forward of their module (:func:`softeq.layers.project_in_place`), not parametrized.
     """
     g = parse_group(group)
     b = check_softness(softness, "softness")
@@ -103,6 +123,10 @@ def soften(
     include, exclude = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
     if any(True for _ in iter_soft(model)):
         raise ValueError("model is already softened; fold it or start from the plain model")
+    pair_only = {"vector_filter": vector_filter, "in_place": in_place}
+    if features != "pairs" and any(v is not None for v in pair_only.values()):
+        given = sorted(k for k, v in pair_only.items() if v is not None)
+        raise ValueError(f"{', '.join(given)} apply to pair features only")
     if features == "image":
         if g.kind == "SO2":
             raise ValueError("SO2 acts on pair features; image models take C<n>, D<n> or flip")
@@ -120,11 +144,18 @@ def soften(
             cache_dir,
         )
     elif features == "pairs":
-        image_only = {"softness_pos": softness_pos, "pos_embed": pos_embed, "operator": operator}
+        image_only = {"pos_embed": pos_embed, "operator": operator}
         for key, value in image_only.items():
             if value is not None:
                 raise ValueError(f"{key} applies to image models, not to pair features")
-        count = _soften_pairs(model, g.name, b, filter, include, exclude, cache_dir)
+        vectors = _VectorSetting(
+            b if softness_pos is None else check_softness(softness_pos, "softness_pos"),
+            filter if vector_filter is None else resolve_filter(vector_filter),
+        )
+        patterns = _as_patterns(in_place, "in_place") or ()
+        count = _soften_pairs(model, g.name, b, filter, vectors, include, exclude, cache_dir)
+        count += _soften_vectors(model, g.name, vectors, include, exclude, cache_dir)
+        _move_in_place(model, patterns)
     else:
         raise ValueError(f"features must be 'image' or 'pairs', got {features!r}")
     if count == 0:
@@ -184,7 +215,56 @@ def _soften_image(
     return count
 
 
-def _soften_pairs(model, group, b, filter, include, exclude, cache_dir) -> int:
+@dataclass(frozen=True)
+class _VectorSetting:
+    """Softness and filter of biases and pair vectors (the invariant filter)."""
+
+    b: float
+    filter: str
+
+
+def _vector_projector(group: str, width: int, vectors: _VectorSetting, cache_dir):
+    out_gens = pair_generators(group, PairRep.vectors(width))
+    trivial = [np.zeros((1, 1)) for _ in out_gens]
+    return equivariant_projector(
+        group, trivial, out_gens, vectors.b, vectors.filter, cache_dir=cache_dir
+    )
+
+
+def _soften_vectors(model, group, vectors, include, exclude, cache_dir) -> int:
+    """Soften the parameters modules list in ``soft_pair_vectors`` (their last axis: pairs)."""
+    count = 0
+    for name, module in model.named_modules():
+        for attr in getattr(module, "soft_pair_vectors", ()):
+            qualified = f"{name}.{attr}" if name else attr
+            if not _selected(qualified, include, exclude):
+                continue
+            width = getattr(module, attr).shape[-1]
+            if width % 2:
+                raise ValueError(f"{qualified}: width {width} is not a stack of (x, y) pairs")
+            projector = _vector_projector(group, width, vectors, cache_dir)
+            soften_pair_vectors(module, attr, projector)
+            count += 1
+    return count
+
+
+def _move_in_place(model: nn.Module, patterns: tuple[str, ...]) -> None:
+    """Turn the soft tensors whose names match ``patterns`` into in-place projections."""
+    if not patterns:
+        return
+    matched = [s for s in iter_soft(model) if any(fnmatch(s.name, p) for p in patterns)]
+    unused = [p for p in patterns if not any(fnmatch(s.name, p) for s in matched)]
+    if unused:
+        raise ValueError(f"in_place patterns {unused} match no soft tensor of the model")
+    for soft in matched:
+        parametrization = soft.parametrization
+        if not isinstance(parametrization, (SoftPairMap, SoftPairVectors)):
+            raise ValueError(f"{soft.name}: only pair maps and vectors can be projected in place")
+        parametrize.remove_parametrizations(soft.module, soft.attr, leave_parametrized=False)
+        project_in_place(soft.module, soft.attr, parametrization)
+
+
+def _soften_pairs(model, group, b, filter, vectors, include, exclude, cache_dir) -> int:
     count = 0
     for name, module in model.named_modules():
         if not _selected(name, include, exclude):
@@ -203,9 +283,7 @@ def _soften_pairs(model, group, b, filter, include, exclude, cache_dir) -> int:
         weight = equivariant_projector(group, rep_in, rep_out, b, filter, cache_dir=cache_dir)
         bias = None
         if module.bias is not None:
-            out_gens = pair_generators(group, rep_out)
-            trivial = [np.zeros((1, 1)) for _ in out_gens]
-            bias = equivariant_projector(group, trivial, out_gens, b, filter, cache_dir=cache_dir)
+            bias = _vector_projector(group, module.out_features, vectors, cache_dir)
         soften_linear(module, weight, bias)
         count += 1
     return count

@@ -2,10 +2,15 @@
 
 A backbone spec may carry a ``soften`` mapping (config/README.md); the jobs receive it inside
 ``--backbone-spec``, split it off before building the model (:func:`split_backbone_spec`) and
-pass its settings to ``softeq.soften`` beside the run's :class:`~softeq.spec.Softening`.  One
-option today, ``skip_small_kernels``: the reference code leaves convolutions with small kernels
-plain when the softness is high (docs/fidelity.md, kernel-size rule).  Nothing is set by default,
-so softeq's own selection (every conv with a kernel of at least 2) holds.
+pass its settings to ``softeq.soften`` beside the run's :class:`~softeq.spec.Softening`.  Nothing
+is set by default, so softeq's own selection and filtering hold (docs/fidelity.md):
+
+* ``skip_small_kernels`` (image models): the reference code leaves convolutions with small
+  kernels plain when the softness is high (kernel-size rule);
+* ``vector_filter`` (pair models): the filter of biases and pair vectors (the reference's
+  invariant vector filter is ``decay``);
+* ``in_place`` (pair models): the model's ``reference_in_place`` tensors are projected in place
+  at every forward call, the reference's way, instead of parametrized.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from softeq.filters import check_softness
+from softeq.filters import FILTERS, check_softness
 from softeq.spec import Softening
 
 if TYPE_CHECKING:
@@ -74,8 +79,11 @@ class SoftenOptions:
     """The softening options of one backbone (empty: softeq's default selection)."""
 
     skip_small_kernels: SkipSmallKernels | None = None
+    vector_filter: str | None = None
+    in_place: bool = False
 
-    KEYS = ("skip_small_kernels",)
+    KEYS = ("skip_small_kernels", "vector_filter", "in_place")
+    PAIR_KEYS = ("vector_filter", "in_place")
 
     @classmethod
     def from_dict(cls, values: Any, where: str = SPEC_KEY) -> SoftenOptions:
@@ -84,20 +92,38 @@ class SoftenOptions:
         skip = values.get("skip_small_kernels")
         if skip is not None:
             skip = SkipSmallKernels.from_dict(skip, f"{where}.skip_small_kernels")
-        return cls(skip)
+        vector_filter = values.get("vector_filter")
+        if vector_filter is not None and vector_filter not in FILTERS:
+            raise ValueError(f"{where}.vector_filter: expected one of {FILTERS}, got {vector_filter!r}")
+        in_place = values.get("in_place", False)
+        if not isinstance(in_place, bool):
+            raise ValueError(f"{where}.in_place: expected true or false, got {in_place!r}")
+        return cls(skip, vector_filter, in_place)
 
-    def soften_kwargs(self, softening: Softening) -> dict[str, Any]:
-        """Keyword arguments of ``softeq.soften`` for ``softening`` (none: its defaults)."""
-        if self.skip_small_kernels is None:
-            return {}
-        min_kernel = self.skip_small_kernels.min_kernel(softening.softness)
-        return {} if min_kernel is None else {"min_kernel": min_kernel}
+    def soften_kwargs(self, softening: Softening, model: nn.Module | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``softeq.soften`` for ``softening`` on ``model`` (none: its
+        defaults); ``in_place`` names the model's ``reference_in_place`` tensors."""
+        kwargs: dict[str, Any] = {}
+        if self.skip_small_kernels is not None:
+            min_kernel = self.skip_small_kernels.min_kernel(softening.softness)
+            kwargs.update({} if min_kernel is None else {"min_kernel": min_kernel})
+        if self.vector_filter is not None:
+            kwargs["vector_filter"] = self.vector_filter
+        if self.in_place:
+            kwargs["in_place"] = list(getattr(model, "reference_in_place", ()))
+        return kwargs
 
     def check_applies(self, model: nn.Module, where: str = SPEC_KEY) -> None:
         """Raise when an option set here cannot act on ``model`` (it would be ignored):
-        ``skip_small_kernels`` on a model without a conv kernel from 2 to ``max_kernel``."""
+        ``skip_small_kernels`` on a model without a conv kernel from 2 to ``max_kernel``,
+        ``in_place`` on a model that names no reference tensors."""
         from torch import nn
 
+        if self.in_place and not getattr(model, "reference_in_place", None):
+            raise ValueError(
+                f"{where}.in_place: {type(model).__name__} names no tensors the reference "
+                "filters in place (reference_in_place)"
+            )
         skip = self.skip_small_kernels
         if skip is None:
             return
@@ -128,17 +154,23 @@ def split_backbone_spec(
 
 def check_config_options(backbones: dict[str, Any]) -> None:
     """Check the ``soften`` mapping of every backbone of a config: unknown keys and bad types
-    raise naming ``backbones.<name>.soften...``, and so does one on a trajectory model (its
-    layers are linear maps on pairs, which these options do not select)."""
+    raise naming ``backbones.<name>.soften...``, and so does an option of image models on a
+    trajectory model or one of pair models on an image model (it would be ignored)."""
     for name, spec in (backbones or {}).items():
         if not isinstance(spec, dict) or SPEC_KEY not in spec:
             continue
         where = f"backbones.{name}.{SPEC_KEY}"
-        if "preset" in spec:
-            raise ValueError(
-                f"{where}: softening options select convolutions of image models; "
-                f"{name!r} is a trajectory model (preset {spec['preset']!r}), so they would be "
-                "ignored"
-            )
         values = spec[SPEC_KEY]
-        SoftenOptions.from_dict({} if values is None else values, where)
+        options = SoftenOptions.from_dict({} if values is None else values, where)
+        pairs = "preset" in spec
+        if pairs and options.skip_small_kernels is not None:
+            raise ValueError(
+                f"{where}.skip_small_kernels: selects convolutions of image models; {name!r} is "
+                f"a trajectory model (preset {spec['preset']!r}), so it would be ignored"
+            )
+        misplaced = [k for k in SoftenOptions.PAIR_KEYS if not pairs and k in (values or {})]
+        if misplaced:
+            raise ValueError(
+                f"{where}.{misplaced[0]}: applies to pair (trajectory) models; {name!r} is an "
+                "image model, so it would be ignored"
+            )

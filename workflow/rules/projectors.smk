@@ -22,5 +22,6 @@ rule projectors:
         softening=PLAN.softening,
     shell:
         "softeq projectors --task {wildcards.task} --data {input.data:q}"
+        " --dataset {wildcards.dataset}"
         " --backbone-spec {params.spec:q} --softening {params.softening:q}"
         " --out {output:q} > {log:q} 2>&1"

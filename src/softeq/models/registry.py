@@ -23,7 +23,7 @@ BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
         "softeq.models.segformer_hf",
         "softeq.models.segformer_mmseg",
     ),
-    "trajectory": ("softeq.models.trajectory",),
+    "trajectory": ("softeq.models.trajectory", "softeq.models.scene_transformer"),
 }
 """The modules that register each task's built-in models (imported lazily)."""
 

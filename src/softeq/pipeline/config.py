@@ -169,9 +169,14 @@ def check_settings(config: dict[str, Any]) -> None:
             task = task_of(spec)
             base = (config.get("finetune") or {}).get(task, {}).get("recipe", {})
             checks.append((f"backbones.{name}.recipe", classes[task], {**base, **spec["recipe"]}))
-    for task, settings in (config.get("evaluate") or {}).items():
+    evaluate = config.get("evaluate") or {}
+    for task, settings in evaluate.items():
         if isinstance(settings, dict):
             checks.append((f"evaluate.{task}", EvalSettings, settings))
+    for name, spec in (config.get("backbones") or {}).items():
+        if "eval" in spec:
+            base = evaluate.get(task_of(spec), {})
+            checks.append((f"backbones.{name}.eval", EvalSettings, {**base, **spec["eval"]}))
     for where, cls, values in checks:
         try:
             cls.from_dict(values, where)

@@ -82,9 +82,10 @@ class Plan:
         return f"{self.resources}/data/{family_of(wildcards.dataset)}.json"
 
     def backbone_spec(self, wildcards: Any) -> str:
-        """The backbone's model spec (JSON), without its recipe overrides."""
+        """The backbone's model spec (JSON), without its recipe and evaluation overrides."""
         spec = dict(self.config["backbones"][wildcards.backbone])
         spec.pop("recipe", None)
+        spec.pop("eval", None)
         return _json(spec)
 
     def recipe(self, stage: str, task: str, backbone: str) -> dict[str, Any]:
@@ -102,7 +103,10 @@ class Plan:
         return self.config["pretrain"][wildcards.task]["seed"]
 
     def eval_settings(self, wildcards: Any) -> str:
-        return _json(self.config["evaluate"][wildcards.task])
+        """The task's evaluation settings, with the backbone's overrides (e.g. its angle)."""
+        settings = dict(self.config["evaluate"][wildcards.task])
+        settings.update(self.config["backbones"][wildcards.backbone].get("eval", {}))
+        return _json(settings)
 
     @staticmethod
     def softening(wildcards: Any) -> str:

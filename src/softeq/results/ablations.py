@@ -52,6 +52,7 @@ _MASKS = {
     "threshold": "hard (0/1)",
     "rank": "smooth (exp tail)",
     "rank-hard": "hard (0/1)",
+    "decay": "smooth (exp)",
 }
 _FILTER_ORDER = {f: i for i, f in enumerate(_MASKS)}
 

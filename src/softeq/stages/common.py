@@ -112,7 +112,7 @@ def _soften(
 
     options = options or SoftenOptions()
     options.check_applies(model, "--backbone-spec.soften")
-    kwargs = {**softening.soften_kwargs(), **options.soften_kwargs(softening)}
+    kwargs = {**softening.soften_kwargs(), **options.soften_kwargs(softening, model)}
     return softeq.soften(model, **kwargs, cache_dir=cache_dir)
 
 

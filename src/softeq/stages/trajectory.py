@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from softeq.io import read_manifest, write_json
+from softeq.soften_options import split_backbone_spec
 from softeq.spec import Softening
 from softeq.stages.common import (
     clear_output,
@@ -32,16 +33,44 @@ def _manifest(path: str) -> dict[str, Any]:
     return read_manifest(path, "trajectories")
 
 
-def job_model(spec: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
+def fold_max_agents(manifest: dict[str, Any], scene: str, obs_len: int, pred_len: int) -> int:
+    """The most agents of one window over the fold's train, val and test splits: the width a
+    scene model pads every window to (the reference's global max_people, docs/fidelity.md)."""
+    from softeq.data.eth_ucy import SPLITS, TrajectoryDataset
+
+    options = {k: manifest[k] for k in ("min_agents", "skip") if k in manifest}
+    sizes = [
+        max((len(w) for w in data.windows), default=0)
+        for data in (
+            TrajectoryDataset.from_manifest(manifest, scene, split, obs_len, pred_len, **options)
+            for split in SPLITS
+        )
+    ]
+    return max(sizes)
+
+
+def job_model(
+    spec: dict[str, Any], manifest: dict[str, Any], scene: str | None = None
+) -> nn.Module:
     """The model of ``spec``; observation and prediction lengths follow the dataset's protocol
-    unless the spec's kwargs override them (the paper's mismatched-protocol compatibility)."""
+    unless the spec's kwargs override them (the paper's mismatched-protocol compatibility).  A
+    scene model without ``max_agents`` gets the largest window of ``scene``'s fold."""
+    from softeq.models.scene_transformer import SCENE_PRESETS
     from softeq.models.trajectory import build_trajectory_model
 
+    spec, _ = split_backbone_spec(spec)
     unknown = set(spec) - SPEC_KEYS
     if unknown or "preset" not in spec:
         raise SystemExit(f"--backbone-spec: needs a preset; unknown keys {sorted(unknown)}")
     lengths = {k: manifest[k] for k in ("obs_len", "pred_len") if k in manifest}
-    return build_trajectory_model(spec["preset"], **{**lengths, **spec.get("kwargs", {})})
+    kwargs = {**lengths, **spec.get("kwargs", {})}
+    if spec["preset"] in SCENE_PRESETS and "max_agents" not in kwargs:
+        if scene is None:
+            raise SystemExit(f"{spec['preset']}: a scene model needs the scene (or max_agents)")
+        kwargs["max_agents"] = fold_max_agents(
+            manifest, scene, kwargs["obs_len"], kwargs["pred_len"]
+        )
+    return build_trajectory_model(spec["preset"], **kwargs)
 
 
 def job_split(manifest: dict, scene: str, split: str, model: nn.Module):
@@ -61,10 +90,14 @@ def _scene(dataset: str) -> str:
     return dataset.split("-", 1)[1]
 
 
-def _soften_or_check(model: nn.Module, softening: Softening, cache_dir: str | None) -> None:
-    """Soften a learned model; a parameter-free baseline is only meaningful at b = 1."""
+def _soften_or_check(
+    model: nn.Module, spec: dict[str, Any], softening: Softening, cache_dir: str | None
+) -> None:
+    """Soften a learned model with the spec's softening options (docs/fidelity.md); a
+    parameter-free baseline is only meaningful at b = 1."""
+    _, options = split_backbone_spec(spec)
     if any(True for _ in model.parameters()):
-        soften_from(model, softening.with_features("pairs"), cache_dir)
+        soften_from(model, softening.with_features("pairs"), cache_dir, options)
     elif softening.softness != 1.0:
         raise SystemExit(f"{type(model).__name__} has no weights to soften: use softness 1")
 
@@ -72,17 +105,19 @@ def _soften_or_check(model: nn.Module, softening: Softening, cache_dir: str | No
 def projectors(args: argparse.Namespace) -> None:
     """Build and save the model's projectors."""
     setup_device(args)
-    model = job_model(args.backbone_spec, _manifest(args.data))
+    spec = args.backbone_spec
+    model = job_model(spec, _manifest(args.data), _scene(args.dataset))
     if not any(True for _ in model.parameters()):
         manifest = {"softening": args.softening.to_dict(), "layers": [], "files": []}
         write_json(manifest, Path(args.out) / "manifest.json")
         return
-    write_projectors(model, args.softening.with_features("pairs"), args.out)
+    _, options = split_backbone_spec(spec)
+    write_projectors(model, args.softening.with_features("pairs"), args.out, options)
 
 
 def finetune(args: argparse.Namespace) -> None:
     """Train the (soft) model from scratch on the fold's train split (resumable)."""
-    from softeq.engine.checkpoint import save_checkpoint
+    from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
     from softeq.engine.distributed import Distributed
     from softeq.engine.trajectory import TrajectoryRecipe, train_trajectory
 
@@ -92,26 +127,31 @@ def finetune(args: argparse.Namespace) -> None:
     device = setup_device(args)
     softening = args.softening
     manifest = _manifest(args.data)
+    scene = _scene(args.dataset)
     torch.manual_seed(args.seed)
-    model = job_model(args.backbone_spec, manifest)
-    _soften_or_check(model, softening, args.projectors)
+    model = job_model(args.backbone_spec, manifest, scene)
+    _soften_or_check(model, args.backbone_spec, softening, args.projectors)
     history = []
     recipe = TrajectoryRecipe.from_dict(args.recipe, "--recipe")
     fingerprint = run_fingerprint(args, recipe, softening)
+    best = Path(f"{args.out}.best")
     if any(True for _ in model.parameters()):
-        train_set = job_split(manifest, _scene(args.dataset), "train", model)
         history = train_trajectory(
             model,
-            train_set,
+            job_split(manifest, scene, "train", model),
             recipe,
             args.seed,
             args.checkpoint,
             device,
             desc=args.stage,
             fingerprint=fingerprint,
+            val_set=job_split(manifest, scene, "val", model) if recipe.select_epoch else None,
+            best_checkpoint=best if recipe.select_epoch else None,
         )
     if not Distributed.from_env(device).is_main:  # DDP: the main process writes --out
         return
+    if recipe.select_epoch and best.exists():  # the epoch of best validation ADE
+        model.load_state_dict(load_checkpoint(best)["model"])
     save_checkpoint(
         {
             "model": model.state_dict(),
@@ -135,10 +175,11 @@ def evaluate(args: argparse.Namespace) -> None:
     manifest = _manifest(args.data)
     state = load_checkpoint(args.model)
     softening = load_softening(state, args.model)
-    model = job_model(state["backbone"], manifest)
-    _soften_or_check(model, softening, args.projectors)
+    scene = _scene(args.dataset)
+    model = job_model(state["backbone"], manifest, scene)
+    _soften_or_check(model, state["backbone"], softening, args.projectors)
     model.load_state_dict(state["model"])
     spec = EvalSettings.from_dict(args.eval, "--eval")
-    test_set = job_split(manifest, _scene(args.dataset), args.split, model)
+    test_set = job_split(manifest, scene, args.split, model)
     result = evaluate_trajectory(model, test_set, spec, args.seed, device)
     write_metrics(args, "trajectory", softening, result, model, device)
