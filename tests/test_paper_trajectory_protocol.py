@@ -44,6 +44,8 @@ def protocol_of(plan: Plan) -> dict:
 def job_model(plan: Plan, backbone: str, manifest: dict):
     """The model a trajectory job builds from its ``--backbone-spec`` and the dataset manifest."""
     spec = json.loads(plan.backbone_spec(SimpleNamespace(backbone=backbone)))
+    if spec["preset"].startswith("reference-"):  # a scene model: its width, without the data
+        spec["kwargs"] = {**spec.get("kwargs", {}), "max_agents": 4}
     return stage.job_model(spec, manifest)
 
 

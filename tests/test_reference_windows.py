@@ -83,7 +83,7 @@ def paper_job(tmp_path_factory):
 def test_paper_jobs_read_the_references_windows(paper_job, backbone, scene):
     plan, manifest = paper_job
     spec = json.loads(plan.backbone_spec(SimpleNamespace(backbone=backbone)))
-    model = stage.job_model(spec, manifest)
+    model = stage.job_model(spec, manifest, scene)
     assert (model.obs_len, model.pred_len) == REFERENCE_LENGTHS[backbone]
     for split in ("train", "val", "test"):
         assert counts(stage.job_split(manifest, scene, split, model)) == GOLDEN[scene, split]

@@ -97,7 +97,21 @@ def paper() -> dict:
 @pytest.mark.parametrize(
     ("backbone", "values", "message"),
     [
-        ("transformer", RULE, r"config key backbones\.transformer\.soften: .*trajectory model"),
+        (
+            "transformer",
+            RULE,
+            r"config key backbones\.transformer\.soften\.skip_small_kernels: .*trajectory model",
+        ),
+        (
+            "resnet50",
+            {"in_place": True},
+            r"config key backbones\.resnet50\.soften\.in_place: applies to pair",
+        ),
+        (
+            "transformer",
+            {"vector_filter": "smooth"},
+            r"config key backbones\.transformer\.soften\.vector_filter: expected one of",
+        ),
         ("resnet50", {"skip": 1}, r"config key backbones\.resnet50\.soften: unknown keys"),
         (
             "segformerb0",

@@ -94,7 +94,9 @@ class SoftenOptions:
             skip = SkipSmallKernels.from_dict(skip, f"{where}.skip_small_kernels")
         vector_filter = values.get("vector_filter")
         if vector_filter is not None and vector_filter not in FILTERS:
-            raise ValueError(f"{where}.vector_filter: expected one of {FILTERS}, got {vector_filter!r}")
+            raise ValueError(
+                f"{where}.vector_filter: expected one of {FILTERS}, got {vector_filter!r}"
+            )
         in_place = values.get("in_place", False)
         if not isinstance(in_place, bool):
             raise ValueError(f"{where}.in_place: expected true or false, got {in_place!r}")
