@@ -92,3 +92,60 @@ def test_a_job_keeps_only_windows_of_two_agents_or_more(plan, backbone, tmp_path
     assert len(data) == 1 and data.num_agents == 2
     obs, fut = data[0]
     assert obs.shape == (2, lengths[0], 2) and fut.shape == (2, lengths[1], 2)
+
+
+def job_args(plan: Plan, backbone: str) -> SimpleNamespace:
+    """The wildcards of one paper.yaml trajectory run of ``backbone`` (its first softness)."""
+    run = next(r for r in plan.runs if r.task == "trajectory" and r.backbone == backbone)
+    return SimpleNamespace(task="trajectory", dataset="ethucy-eth", backbone=backbone, run=run)
+
+
+def test_the_filtered_rows_run_the_references_model_and_filter(plan):
+    # reference models/filtered_autoreg_transformer.py:246-386: filters applied in place at
+    # each forward (attention projections and biases, linear biases, positional encoding),
+    # config/trajectory.yaml:62-69: hard invariant filter; models/autoregressive_transformer.py
+    # :147-177: teacher forcing feeds [obs, gt] and reads positions obs_len...
+    spec = json.loads(plan.backbone_spec(job_args(plan, "transformer")))
+    model = job_model(plan, "transformer", protocol_of(plan))
+    assert type(model).__name__ == "SceneTransformer"
+    assert model.config.teacher_forcing == "leak" and not model.config.pair_dropout
+    assert (model.config.d_model, model.config.layers, model.config.heads) == (128, 4, 4)
+    assert (model.config.ffn, model.config.dropout) == (512, 0.1)
+    run = job_args(plan, "transformer").run
+    assert run.softening.filter == "shrink"  # W_b = P W + b (I - P) W: the block interpolation
+    stage._soften_or_check(model, spec, run.softening, None)
+    hooked = {name for name, m in model.named_modules() if m._forward_pre_hooks}
+    assert {"", "embed", "head", "blocks.0", "blocks.0.attn.q", "blocks.0.ffn.0"} <= hooked
+    soft = {s.name: s.parametrization.projector.key.filter for s in stage_soft(model)}
+    assert soft == {name: "shrink" for name in soft}  # the weights outside attention
+    assert "blocks.0.ffn.0.weight" in soft and "blocks.0.attn.q.weight" not in soft
+
+
+def stage_soft(model):
+    from softeq.layers import iter_soft
+
+    return list(iter_soft(model))
+
+
+def test_the_recipe_and_evaluation_follow_the_reference(plan):
+    from softeq.engine.evaluation import EvalSettings
+    from softeq.engine.trajectory import TrajectoryRecipe
+
+    # train/traj_trainer.py:47 Adam; :230-247, 298-299 CosineAnnealingLR per epoch to 1e-6;
+    # :93 MSE over valid coordinates; :293-295 best epoch by validation ADE; no clipping
+    recipe = TrajectoryRecipe.from_dict(plan.recipe("finetune", "trajectory", "transformer"))
+    assert (recipe.schedule, recipe.loss_per, recipe.select_epoch) == ("epoch", "coordinate", True)
+    assert (recipe.lr, recipe.min_lr, recipe.grad_clip, recipe.rotate_degrees) == (
+        5e-4,
+        1e-6,
+        0,
+        30,
+    )
+    base = TrajectoryRecipe.from_dict(plan.recipe("finetune", "trajectory", "transformerbase"))
+    assert base.rotate_degrees == 45  # config/trajectory.yaml:22-24
+    settings = {
+        b: EvalSettings.from_dict(json.loads(plan.eval_settings(job_args(plan, b))))
+        for b in ("transformer", "transformerbase")
+    }
+    assert settings["transformer"].eval_rot == 30 and settings["transformerbase"].eval_rot == 45
+    assert settings["transformer"].batch_size == 128  # the reference's per-batch eq. error

@@ -33,6 +33,11 @@ pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/eth_
 # (min_ped 1 and skip 1 as in both configs of the reference's config/trajectory.yaml; 10 / 10 is
 # its filtered config, 8 / 12 its non-equivariant one.)  Both lengths make 20-frame windows, so the
 # reference gave identical counts for the two; they are listed once.
+# The reference pads every window to the largest of the fold's train, val and test splits
+# (data_loader/padded_human_trajectory.py:272, traj_main.py:98-99): max_people, measured with the
+# loader above for both lengths and every scene (eth: train 57, val 42, test 5; univ: 14, 13, 57).
+REFERENCE_MAX_PEOPLE = 57
+
 GOLDEN = {  # (scene, split): (windows, agent-windows)
     ("eth", "train"): (2785, 29809),
     ("eth", "val"): (660, 5349),
@@ -85,5 +90,7 @@ def test_paper_jobs_read_the_references_windows(paper_job, backbone, scene):
     spec = json.loads(plan.backbone_spec(SimpleNamespace(backbone=backbone)))
     model = stage.job_model(spec, manifest, scene)
     assert (model.obs_len, model.pred_len) == REFERENCE_LENGTHS[backbone]
+    if hasattr(model, "max_agents"):  # a scene model: padded to the fold's largest window
+        assert model.max_agents == REFERENCE_MAX_PEOPLE
     for split in ("train", "val", "test"):
         assert counts(stage.job_split(manifest, scene, split, model)) == GOLDEN[scene, split]

@@ -70,6 +70,13 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("fde", "FDE (m)", "FDE (m)", "fde"),
         Column("cade", "cADE (m)", "cADE (m)"),
         Column("eq_error", "eq. error (m)", r"Eq.\ err.\ (m)", "eq_error"),
+        Column(
+            "eq_error_batches",
+            "eq. error, per batch (m)",
+            r"Eq.\ err.$_B$ (m)",
+            "eq_error_batches",
+        ),
+        Column("epoch", "selected epoch", "Epoch", "selected_epoch"),
     ),
 }
 TASKS = tuple(COLUMNS)

@@ -2,7 +2,7 @@
 
 ``reported.csv`` holds one row per number: ``task, dataset, backbone, setting, metric, value,
 source, note``. Values are in the paper tables' display units (accuracies and mIoU in percent,
-KL errors x 1e-2, trajectories in metres with the summed-ADE convention; docs/paper.md).
+KL errors x 1e-2, trajectories in metres per predicted step; docs/paper.md).
 ``source`` says where each number comes from: ``paper Table 1`` (checked against the paper) or
 ``secondary source`` (taken from third-party summaries of the paper's tables and not yet checked
 against the PDF: quote those as "reported", never as verified). ``note`` is free text.
