@@ -175,7 +175,8 @@ class TrajectoryHooks(TaskHooks):
         if self.select is None:
             return None
         spec = EvalSettings(eval_rot=0.0, sweep=())
-        metrics = evaluate_trajectory(model, self.val_set, spec, 0, self.device, f"{self.desc} val")
+        desc = f"{self.desc} val"
+        metrics = evaluate_trajectory(model, self.val_set, spec, 0, self.device, desc, False)
         ade = metrics["metrics"]["ade"]
         return {"ade": ade, "fde": metrics["metrics"]["fde"], "minus_ade": -ade}
 
@@ -227,6 +228,7 @@ def evaluate_trajectory(
     seed: int,
     device: str = "cpu",
     desc: str = "evaluate",
+    rotated: bool = True,
 ) -> dict[str, Any]:
     """Clean and rotated ADE / FDE (autoregressive rollout), combined scores and the
     equivariance error, plus the error against a fixed sweep of angles (docs/conventions.md §1).
@@ -238,6 +240,7 @@ def evaluate_trajectory(
     [{"angle", "eq_error", "ade", "fde"}, ...]}``; distances in metres, ``count`` = agent
     windows.  ``eq_error_batches`` is the reference's convention: the agent mean per batch of
     ``spec.batch_size`` windows, averaged over batches weighted by their windows.
+    ``rotated=False`` computes the clean metrics only (model selection).
     """
     if len(dataset) == 0:
         raise ValueError(f"{desc}: the evaluation set has no windows")
@@ -257,6 +260,9 @@ def evaluate_trajectory(
             batch_angles = angles[at : at + len(obs)].to(device)
             at += len(obs)
             pred = predict(model, obs, mask)
+            if not rotated:
+                meter.update(pred, fut, mask)
+                continue
             rot_pred = predict(model, rotate_trajectories(obs, batch_angles), mask)
             rot_fut = rotate_trajectories(fut, batch_angles)
             meter.update(
@@ -273,7 +279,9 @@ def evaluate_trajectory(
                     rot_target=rotate_trajectories(fut, float(angle)),
                     angles_deg=float(angle),
                 )
-    metrics = {**meter.compute(), "eq_error_batches": batch_eq / len(dataset)}
+    metrics = meter.compute()
+    if rotated:
+        metrics["eq_error_batches"] = batch_eq / len(dataset)
     angle_sweep = []
     for angle, meter_at in zip(spec.sweep, sweep, strict=True):
         values = meter_at.compute()

@@ -115,7 +115,53 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     if errors:
         lines = [f"config key {_key_path(e.absolute_path)}: {e.message}" for e in errors]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    if config.get("exact_twins"):
+        add_exact_twins(config)
     return config
+
+
+EXACT_SUFFIX = "exact"
+
+
+def _override(spec: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with ``changes``: mappings merged one level deep, a null value removes its key."""
+    out = copy.deepcopy(spec)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            merged = {**out[key], **value}
+            out[key] = {k: v for k, v in merged.items() if v is not None}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def add_exact_twins(config: dict[str, Any]) -> None:
+    """The ``exact_twins`` switch: every backbone with an ``exact`` block gets a twin
+    ``<name>exact`` with those changes (softeq's exact method in place of the reference's
+    behaviours, docs/fidelity.md), run in every experiment row beside it."""
+    from softeq.soften_options import check_config_options
+
+    backbones = config["backbones"]
+    twins = {}
+    for name, spec in list(backbones.items()):
+        if "exact" in spec:
+            twin = f"{name}{EXACT_SUFFIX}"
+            if twin in backbones:
+                raise ConfigError(f"backbones.{name}.exact: {twin!r} is already a backbone")
+            twins[name] = twin
+            backbones[twin] = _override(
+                {k: v for k, v in spec.items() if k != "exact"}, spec["exact"]
+            )
+    if not twins:
+        raise ConfigError("exact_twins: no backbone has an `exact` block")
+    try:
+        check_config_options({twin: backbones[twin] for twin in twins.values()})
+    except ValueError as error:
+        raise ConfigError(f"config key {error}") from error
+    for exp in config.get("experiments") or []:
+        exp["backbones"] = [b for name in exp["backbones"] for b in (name, twins.get(name)) if b]
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,8 @@ class Plan:
     def backbone_spec(self, wildcards: Any) -> str:
         """The backbone's model spec (JSON), without its recipe and evaluation overrides."""
         spec = dict(self.config["backbones"][wildcards.backbone])
-        spec.pop("recipe", None)
-        spec.pop("eval", None)
+        for key in ("recipe", "eval", "exact"):  # passed separately, or not a model setting
+            spec.pop(key, None)
         return _json(spec)
 
     def recipe(self, stage: str, task: str, backbone: str) -> dict[str, Any]:
