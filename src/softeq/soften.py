@@ -123,13 +123,9 @@ def soften(
     include, exclude = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
     if any(True for _ in iter_soft(model)):
         raise ValueError("model is already softened; fold it or start from the plain model")
-    pair_only = {"vector_filter": vector_filter, "in_place": in_place}
-    if features != "pairs" and any(v is not None for v in pair_only.values()):
-        given = sorted(k for k, v in pair_only.items() if v is not None)
-        raise ValueError(f"{', '.join(given)} apply to pair features only")
+    image_only = {"pos_embed": pos_embed, "operator": operator}
+    _check_feature_arguments(features, g.kind, image_only, vector_filter, in_place)
     if features == "image":
-        if g.kind == "SO2":
-            raise ValueError("SO2 acts on pair features; image models take C<n>, D<n> or flip")
         count = _soften_image(
             model,
             g.name,
@@ -143,27 +139,34 @@ def soften(
             operator,
             cache_dir,
         )
-    elif features == "pairs":
-        image_only = {"pos_embed": pos_embed, "operator": operator}
-        for key, value in image_only.items():
-            if value is not None:
-                raise ValueError(f"{key} applies to image models, not to pair features")
-        vectors = _VectorSetting(
-            b if softness_pos is None else check_softness(softness_pos, "softness_pos"),
-            filter if vector_filter is None else resolve_filter(vector_filter),
-        )
-        patterns = _as_patterns(in_place, "in_place") or ()
-        count = _soften_pairs(model, g.name, b, filter, vectors, include, exclude, cache_dir)
-        count += _soften_vectors(model, g.name, vectors, include, exclude, cache_dir)
-        _move_in_place(model, patterns)
     else:
-        raise ValueError(f"features must be 'image' or 'pairs', got {features!r}")
+        vectors = _VectorSetting.of(b, softness_pos, filter, vector_filter)
+        count = _soften_pair_model(
+            model, g.name, b, filter, vectors, include, exclude, cache_dir, in_place
+        )
     if count == 0:
         raise ValueError(
             f"soften: no layer of {type(model).__name__} was selected "
             f"(group={g.name}, include={include}, exclude={exclude}, min_kernel={min_kernel})"
         )
     return model
+
+
+def _check_feature_arguments(features, kind, image_only, vector_filter, in_place) -> None:
+    """Arguments of the other kind of features would be ignored: raise instead."""
+    if features not in ("image", "pairs"):
+        raise ValueError(f"features must be 'image' or 'pairs', got {features!r}")
+    if features == "image":
+        if kind == "SO2":
+            raise ValueError("SO2 acts on pair features; image models take C<n>, D<n> or flip")
+        pair_only = {"vector_filter": vector_filter, "in_place": in_place}
+        given = sorted(k for k, v in pair_only.items() if v is not None)
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to pair features only")
+        return
+    for key, value in image_only.items():
+        if value is not None:
+            raise ValueError(f"{key} applies to image models, not to pair features")
 
 
 def _soften_image(
@@ -222,6 +225,13 @@ class _VectorSetting:
     b: float
     filter: str
 
+    @classmethod
+    def of(cls, b: float, softness_pos, filter: str, vector_filter) -> _VectorSetting:
+        return cls(
+            b if softness_pos is None else check_softness(softness_pos, "softness_pos"),
+            filter if vector_filter is None else resolve_filter(vector_filter),
+        )
+
 
 def _vector_projector(group: str, width: int, vectors: _VectorSetting, cache_dir):
     out_gens = pair_generators(group, PairRep.vectors(width))
@@ -262,6 +272,14 @@ def _move_in_place(model: nn.Module, patterns: tuple[str, ...]) -> None:
             raise ValueError(f"{soft.name}: only pair maps and vectors can be projected in place")
         parametrize.remove_parametrizations(soft.module, soft.attr, leave_parametrized=False)
         project_in_place(soft.module, soft.attr, parametrization)
+
+
+def _soften_pair_model(model, group, b, filter, vectors, include, exclude, cache_dir, in_place):
+    """Soften the linear maps and pair vectors, then move the ``in_place`` ones in place."""
+    count = _soften_pairs(model, group, b, filter, vectors, include, exclude, cache_dir)
+    count += _soften_vectors(model, group, vectors, include, exclude, cache_dir)
+    _move_in_place(model, _as_patterns(in_place, "in_place") or ())
+    return count
 
 
 def _soften_pairs(model, group, b, filter, vectors, include, exclude, cache_dir) -> int:
