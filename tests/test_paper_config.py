@@ -82,3 +82,16 @@ def test_everything_also_with_the_slurm_profile():
     slurm = dry_run("all", "--workflow-profile", "workflow/profiles/slurm")
     assert plain == slurm
     assert plain["finetune"] == 9 + 30 + 35
+
+
+def test_figure1_runs_the_papers_setting():
+    # the paper's Figure 1: C4, the reference's rank rule, five levels from b = 0 to b = 1
+    from types import SimpleNamespace
+
+    from softeq.pipeline.plan import Plan
+
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")
+    plan = Plan(config)
+    args = plan.figure1_args(SimpleNamespace(backbone="vitb16"), SimpleNamespace(model=[]))
+    assert "--group C4 --filter rank --softness 0.0,0.25,0.5,0.75,1.0" in args
