@@ -388,3 +388,13 @@ def test_training_resumes_to_the_same_weights(tiny_voc, tmp_path):
     assert resumed_history == history
     for key, value in straight.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_decay_all_decays_norms_and_biases_too():
+    model = build_segmenter(
+        "vit", 3, 32, backbone_kwargs={"depth": 1, "embed_dim": 48, "num_heads": 2}
+    )
+    for decay_all, expected in ((False, 0.0), (True, 0.05)):
+        recipe = SegRecipe(weight_decay=0.05, decay_all=decay_all)
+        groups = {g["name"]: g["weight_decay"] for g in param_groups(model, recipe)}
+        assert groups == {"head": 0.05, "backbone": 0.05, "backbone_no_decay": expected}

@@ -57,6 +57,7 @@ class SegRecipe(TrainRecipe):
     head_lr: float = 1e-3
     backbone_lr: float = 5e-5  # 0 freezes the backbone
     weight_decay: float = 0.01
+    decay_all: bool = False  # also decay norms, biases, positional embeddings (the reference)
     warmup_iters: int = 250
     min_lr_ratio: float = 0.0
     select_metric: str = "miou"
@@ -89,8 +90,8 @@ def _no_decay(name: str, param: torch.Tensor) -> bool:
 
 def param_groups(model: nn.Module, recipe: SegRecipe) -> list[dict[str, Any]]:
     """The three AdamW groups: head; backbone with decay; backbone without (norms, biases,
-    positional embeddings, tokens). Head parameters are those ``model.is_head`` names.
-    Empty groups are dropped."""
+    positional embeddings, tokens; decayed too with ``recipe.decay_all``, as the reference).
+    Head parameters are those ``model.is_head`` names.  Empty groups are dropped."""
     head, decay, no_decay = [], [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -115,7 +116,7 @@ def param_groups(model: nn.Module, recipe: SegRecipe) -> list[dict[str, Any]]:
             "name": "backbone_no_decay",
             "params": no_decay,
             "lr": recipe.backbone_lr,
-            "weight_decay": 0.0,
+            "weight_decay": recipe.weight_decay if recipe.decay_all else 0.0,
         },
     ]
     return [g for g in groups if g["params"]]
