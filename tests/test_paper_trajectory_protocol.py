@@ -94,10 +94,9 @@ def test_a_job_keeps_only_windows_of_two_agents_or_more(plan, backbone, tmp_path
     assert obs.shape == (2, lengths[0], 2) and fut.shape == (2, lengths[1], 2)
 
 
-def job_args(plan: Plan, backbone: str) -> SimpleNamespace:
-    """The wildcards of one paper.yaml trajectory run of ``backbone`` (its first softness)."""
-    run = next(r for r in plan.runs if r.task == "trajectory" and r.backbone == backbone)
-    return SimpleNamespace(task="trajectory", dataset="ethucy-eth", backbone=backbone, run=run)
+def first_run(plan: Plan, backbone: str):
+    """The first paper.yaml trajectory run of ``backbone``."""
+    return next(r for r in plan.runs if r.task == "trajectory" and r.backbone == backbone)
 
 
 def test_the_filtered_rows_run_the_references_model_and_filter(plan):
@@ -105,13 +104,13 @@ def test_the_filtered_rows_run_the_references_model_and_filter(plan):
     # each forward (attention projections and biases, linear biases, positional encoding),
     # config/trajectory.yaml:62-69: hard invariant filter; models/autoregressive_transformer.py
     # :147-177: teacher forcing feeds [obs, gt] and reads positions obs_len...
-    spec = json.loads(plan.backbone_spec(job_args(plan, "transformer")))
+    run = first_run(plan, "transformer")
+    spec = json.loads(plan.backbone_spec(run.wildcards()))
     model = job_model(plan, "transformer", protocol_of(plan))
     assert type(model).__name__ == "SceneTransformer"
     assert model.config.teacher_forcing == "leak" and not model.config.pair_dropout
     assert (model.config.d_model, model.config.layers, model.config.heads) == (128, 4, 4)
     assert (model.config.ffn, model.config.dropout) == (512, 0.1)
-    run = job_args(plan, "transformer").run
     assert run.softening.filter == "shrink"  # W_b = P W + b (I - P) W: the block interpolation
     stage._soften_or_check(model, spec, run.softening, None)
     hooked = {name for name, m in model.named_modules() if m._forward_pre_hooks}
@@ -144,7 +143,7 @@ def test_the_recipe_and_evaluation_follow_the_reference(plan):
     base = TrajectoryRecipe.from_dict(plan.recipe("finetune", "trajectory", "transformerbase"))
     assert base.rotate_degrees == 45  # config/trajectory.yaml:22-24
     settings = {
-        b: EvalSettings.from_dict(json.loads(plan.eval_settings(job_args(plan, b))))
+        b: EvalSettings.from_dict(json.loads(plan.eval_settings(first_run(plan, b).wildcards())))
         for b in ("transformer", "transformerbase")
     }
     assert settings["transformer"].eval_rot == 30 and settings["transformerbase"].eval_rot == 45

@@ -39,7 +39,7 @@ import yaml
 
 from softeq.pipeline import validate_config
 from softeq.pipeline.plan import Plan
-from softeq.spec import Softening, format_softness
+from softeq.spec import Softening
 from softeq.stages import classification, segmentation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,15 +107,7 @@ def job_layers(plan: Plan, backbone: str, softening: Softening, tmp_path: Path) 
     """The layers the ``projectors`` job of a paper.yaml run softens: its ``--backbone-spec``
     and ``--softening`` JSON from the Plan, through the task's stage, read from the manifest."""
     run = next(r for r in plan.runs if r.backbone == backbone)
-    wildcards = argparse.Namespace(
-        task=run.task,
-        dataset=run.dataset,
-        backbone=backbone,
-        group=softening.group,
-        filter=softening.filter,
-        softness=format_softness(softening.softness),
-        softness_pos=format_softness(softening.softness_pos),
-    )
+    wildcards = run.wildcards(softening)
     args = argparse.Namespace(
         task=run.task,
         backbone_spec=json.loads(plan.backbone_spec(wildcards)),

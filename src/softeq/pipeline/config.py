@@ -13,11 +13,12 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from softeq.data.catalog import ETHUCY_SCENES, SYNTHETIC_SCENES
 from softeq.groups import parse_group
-from softeq.spec import Softening
+from softeq.spec import Softening, format_softness
 
 __all__ = [
     "DATASETS",
@@ -178,6 +179,21 @@ class Run:
     def path(self) -> str:
         """``{task}/{dataset}/{backbone}/group~../filter~../b~.._pos~../seed~{seed}``."""
         return f"{self.task}/{self.dataset}/{self.backbone}/{self.softening.path}/seed~{self.seed}"
+
+    def wildcards(self, softening: Softening | None = None) -> SimpleNamespace:
+        """The Snakemake wildcards of this run's jobs (with ``softening`` in place of its own),
+        what the Plan's input functions take."""
+        s = softening or self.softening
+        return SimpleNamespace(
+            task=self.task,
+            dataset=self.dataset,
+            backbone=self.backbone,
+            group=s.group,
+            filter=s.filter,
+            softness=format_softness(s.softness),
+            softness_pos=format_softness(s.softness_pos),
+            seed=str(self.seed),
+        )
 
 
 TASK_OF_SPEC = {"timm": "classification", "arch": "segmentation", "preset": "trajectory"}
