@@ -89,7 +89,7 @@ def test_everything_also_with_the_slurm_profile():
     plain = dry_run("all")
     slurm = dry_run("all", "--workflow-profile", "workflow/profiles/slurm")
     assert plain == slurm
-    assert plain["finetune"] == 9 + 30 + 35
+    assert plain["finetune"] == 9 + 35 + 35  # ImageNet, VOC (ViT smooth and hard), ETH/UCY
 
 
 def test_figure1_runs_the_papers_setting():

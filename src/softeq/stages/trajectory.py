@@ -123,7 +123,8 @@ def projectors(args: argparse.Namespace) -> None:
     """Build and save the model's projectors."""
     setup_device(args)
     spec = args.backbone_spec
-    model = job_model(spec, _manifest(args.data), _scene(args.dataset))
+    scene = _scene(args.dataset) if args.dataset else None  # a scene model needs it
+    model = job_model(spec, _manifest(args.data), scene)
     if not any(True for _ in model.parameters()):
         manifest = {"softening": args.softening.to_dict(), "layers": [], "files": []}
         write_json(manifest, Path(args.out) / "manifest.json")
