@@ -25,7 +25,8 @@ def test_shards_union_is_the_single_process_order():
 @pytest.mark.parametrize(
     ("cls", "values", "message"),
     [
-        (Recipe, {"epochs": 0}, r"--recipe\.epochs: must be >= 1"),
+        (Recipe, {"epochs": -1}, r"--recipe\.epochs: must be >= 0"),  # 0: evaluate as is
+        (SegRecipe, {"epochs": 0}, r"--recipe\.epochs: must be >= 1"),
         (Recipe, {"batch_size": 0}, r"--recipe\.batch_size: must be >= 1"),
         (Recipe, {"lr": 0.0}, r"--recipe\.lr: must be > 0"),
         (Recipe, {"lr": "5e-4"}, r"--recipe\.lr: expected float.*5\.0e-4"),

@@ -10,11 +10,18 @@ __all__ = ["load_classification", "num_classes"]
 
 
 def load_classification(
-    path: str | Path, split: str, input_size: int, train: bool, auto_augment: str | None = None
+    path: str | Path,
+    split: str,
+    input_size: int,
+    train: bool,
+    auto_augment: str | None = None,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Dataset:
     """``split`` of the dataset at ``path``: an embedded ``.safetensors`` file or a manifest.
 
-    ``auto_augment`` (a timm RandAugment string) works on images, not on embedded tensors.
+    ``auto_augment`` (a timm RandAugment string) works on images, not on embedded tensors;
+    ``normalization`` (mean, std) applies to images (None: ImageNet's); the embedded tensors
+    are stored normalised.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -29,7 +36,10 @@ def load_classification(
     if path.suffix == ".json":
         from softeq.data.imagefolder import load_imagefolder
 
-        return load_imagefolder(path, split, input_size, train, auto_augment)
+        if normalization is None:
+            return load_imagefolder(path, split, input_size, train, auto_augment)
+        mean, std = normalization
+        return load_imagefolder(path, split, input_size, train, auto_augment, mean, std)
     raise ValueError(f"{path}: expected an embedded .safetensors file or a dataset manifest .json")
 
 

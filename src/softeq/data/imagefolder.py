@@ -94,12 +94,14 @@ def load_imagefolder(
     input_size: int,
     train: bool,
     auto_augment: str | None = None,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ):
     """The ``split`` (train / test) of the manifest's tree, transformed for ``input_size``.
 
     timm's ImageNet transforms: training uses a random resized crop, flip and, if given,
     RandAugment (``auto_augment``); evaluation resizes to input_size / 0.875 and centre-crops.
-    Both normalise with the ImageNet mean and standard deviation.
+    Both normalise with ``mean`` and ``std`` (the backbone's, docs/conventions.md §1).
     """
     from timm.data import create_transform
 
@@ -113,7 +115,7 @@ def load_imagefolder(
         is_training=train,
         auto_augment=auto_augment,
         crop_pct=0.875,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=mean,
+        std=std,
     )
     return _CheckedImageFolder(Path(manifest["root"]) / SPLIT_FOLDERS[split], transform)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +56,11 @@ class Recipe(TrainRecipe):
 
     ``batch_size`` is the global batch per optimizer step: split over the DDP processes and the
     ``grad_accum`` micro-batches.  ``drop_path`` and ``auto_augment`` act where the model and the
-    data are built (the CLI passes them on); the hooks apply the rest.
+    data are built (the CLI passes them on); the hooks apply the rest.  ``epochs: 0`` evaluates
+    the (softened) pre-trained weights as they are, as the reference does for its baselines.
     """
+
+    min_epochs: ClassVar[int] = 0
 
     epochs: int = 5
     batch_size: int = 64
@@ -76,6 +79,7 @@ class Recipe(TrainRecipe):
     ema_decay: float | None = None  # evaluate the EMA of the weights when set
     amp: str = "none"  # "none" or "bf16" autocast
     head_epochs: int = 0  # train only the classifier head first (a linear probe), then all
+    select_epoch: bool = False  # keep the epoch of best clean top-1 on the val split (the EMA's)
 
     def check(self) -> None:
         positive(self, "lr")
@@ -147,8 +151,19 @@ class ClassificationHooks(TaskHooks):
     """Rotation, random erasing, mixup / cutmix, (soft-target) cross-entropy summed over the
     images of a batch, and the linear probe of the first ``head_epochs``."""
 
-    def __init__(self, model: nn.Module, recipe: Recipe, input_size: int, num_classes: int | None):
+    def __init__(
+        self,
+        model: nn.Module,
+        recipe: Recipe,
+        input_size: int,
+        num_classes: int | None,
+        val_set: Dataset | None = None,
+    ):
         self.recipe, self.input_size = recipe, input_size
+        if recipe.select_epoch and val_set is None:
+            raise ValueError("select_epoch needs a validation split")
+        self.val_set = val_set
+        self.select = "acc" if recipe.select_epoch else None
         self.drop_last = recipe.mixing  # timm's mixup needs even batches
         self.mixup = None
         if recipe.mixing:
@@ -216,6 +231,21 @@ class ClassificationHooks(TaskHooks):
     def summary(self, totals: dict[str, float]) -> dict[str, float]:
         return {"train_acc": totals["correct"] / max(totals["count"], 1)}
 
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float] | None:
+        """Clean top-1 on the validation split when epochs are selected (timm's ``top1``)."""
+        if self.select is None:
+            return None
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        correct = 0
+        for x, y in DataLoader(self.val_set, batch_size=EVAL_BATCH, shuffle=False):
+            logits = model(fit_input(x.to(device), self.input_size))
+            correct += int((logits.argmax(1) == y.to(device)).sum())
+        model.train(was_training)
+        return {"acc": correct / len(self.val_set)}
+
 
 def train_classifier(
     model: nn.Module,
@@ -229,11 +259,15 @@ def train_classifier(
     stop_after_epochs: int | None = None,
     num_classes: int | None = None,
     fingerprint: Fingerprint | None = None,
+    val_set: Dataset | None = None,
+    best_checkpoint: str | Path | None = None,
 ) -> tuple[list[dict[str, float]], nn.Module | None]:
     """Train ``model`` in place; resume from ``checkpoint`` when it exists.
 
-    Returns the history (one record per epoch: loss, train accuracy, learning rate) and the EMA
-    model (None without ``ema_decay``).  Launched by torchrun, each process trains a DDP replica.
+    Returns the history (one record per epoch: loss, train accuracy, learning rate, and with
+    ``recipe.select_epoch`` the clean top-1 ``val_acc`` of ``val_set``, scored on the EMA when
+    there is one; the best epoch's weights go to ``best_checkpoint``) and the EMA model (None
+    without ``ema_decay``).  Launched by torchrun, each process trains a DDP replica.
     ``stop_after_epochs`` ends the call early, as if killed, for tests of resume.
     """
     if recipe.mixing:
@@ -242,7 +276,7 @@ def train_classifier(
         micro = recipe.batch_size // (Distributed.from_env(device).world_size * recipe.grad_accum)
         if micro % 2:
             raise ValueError(f"mixup / cutmix need an even micro-batch, got {micro}")
-    hooks = ClassificationHooks(model, recipe, input_size, num_classes)
+    hooks = ClassificationHooks(model, recipe, input_size, num_classes, val_set)
     return fit(
         model,
         train_set,
@@ -253,6 +287,7 @@ def train_classifier(
         device,
         desc,
         stop_after_epochs,
+        best_checkpoint=best_checkpoint,
         fingerprint=fingerprint,
     )
 

@@ -238,8 +238,12 @@ class _Run:
         return record
 
     def select(self, record: dict, epoch: int, best: float, path: str | Path | None) -> float:
-        """Score the epoch on the held-out split (rank 0); write the best weights to ``path``."""
-        scores = self.hooks.evaluate(self.model) if self.ctx.is_main else None
+        """Score the epoch on the held-out split (rank 0); write the best weights to ``path``.
+
+        With an EMA the EMA is scored and kept: it is the model the run hands back (as timm's
+        checkpoint saver does with ``--model-ema``)."""
+        scored = self.ema.module if self.ema is not None else self.model
+        scores = self.hooks.evaluate(scored) if self.ctx.is_main else None
         if scores is None:
             return best
         record.update({f"val_{k}": v for k, v in scores.items()})
@@ -247,7 +251,7 @@ class _Run:
         if metric is None or scores[metric] <= best:
             return best
         if path is not None:
-            weights = {"model": self.model.state_dict(), "epoch": epoch}
+            weights = {"model": scored.state_dict(), "epoch": epoch}
             save_checkpoint({**weights, "score": scores[metric], "metric": metric}, path)
         return scores[metric]
 

@@ -4,7 +4,7 @@ validation of types and ranges that names the bad key."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from softeq.settings import at_least, check_types, from_dict
 
@@ -24,10 +24,11 @@ class TrainRecipe:
     batch_size: int = 32
     grad_accum: int = 1
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    min_epochs: ClassVar[int] = 1  # a task that can skip training (epochs 0) lowers it
 
     def __post_init__(self) -> None:
         check_types(self)
-        at_least(self, "epochs", 1)
+        at_least(self, "epochs", self.min_epochs)
         at_least(self, "batch_size", 1)
         at_least(self, "grad_accum", 1)
         at_least(self, "grad_clip", 0)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from softeq.models.registry import register_model
+from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "HUB_HOST",
@@ -50,10 +51,12 @@ class BackboneSpec:
     input_size: int
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
+    mean: tuple[float, ...] | None = None  # input normalisation; None: the checkpoint's own
+    std: tuple[float, ...] | None = None
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any], where: str = "backbone") -> BackboneSpec:
-        unknown = set(spec) - {"timm", "input_size", "kwargs", "pretrained"}
+        unknown = set(spec) - {"timm", "input_size", "kwargs", "pretrained", "mean", "std"}
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
         for key in ("timm", "input_size"):
@@ -64,7 +67,37 @@ class BackboneSpec:
             int(spec["input_size"]),
             dict(spec.get("kwargs") or {}),
             spec.get("pretrained"),
+            _channels(spec, "mean", where),
+            _channels(spec, "std", where),
         )
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the images are normalised with: the spec's, else the timm checkpoint's
+        pretrained config (0.5 for the original ViT weights), else ImageNet's."""
+        cfg = None
+        if self.pretrained and Path(self.pretrained).suffix not in _WEIGHT_FILES:
+            from timm.models import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(self.pretrained)
+        mean = self.mean or (tuple(cfg.mean) if cfg else IMAGENET_MEAN)
+        std = self.std or (tuple(cfg.std) if cfg else IMAGENET_STD)
+        return tuple(mean), tuple(std)
+
+
+_WEIGHT_FILES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def _channels(spec: dict[str, Any], key: str, where: str) -> tuple[float, ...] | None:
+    """A per-channel (mean or std) triple of the spec, checked."""
+    value = spec.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ValueError(f"{where}: {key} must be three per-channel numbers, got {value!r}")
+    values = tuple(float(v) for v in value)
+    if key == "std" and min(values) <= 0:
+        raise ValueError(f"{where}: std must be positive, got {value!r}")
+    return values
 
 
 def host_reachable(host: str, timeout: float = 3.0) -> bool:
@@ -132,7 +165,7 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> nn.Module:
     pretrained = spec.pretrained
     if pretrained is None:
         return timm.create_model(spec.timm, pretrained=False, **kwargs)
-    if Path(pretrained).suffix in (".safetensors", ".pt", ".pth", ".bin"):
+    if Path(pretrained).suffix in _WEIGHT_FILES:
         path = Path(pretrained)
         if not path.is_file():
             raise PretrainedUnavailable(f"pretrained weights file {path} does not exist")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from softeq.stages.common import (
     clear_output,
     load_softening,
     run_fingerprint,
+    selected_epoch,
     setup_device,
     soften_from,
     write_metrics,
@@ -21,6 +23,21 @@ from softeq.stages.common import (
 )
 
 __all__ = ["evaluate", "finetune", "pretrain", "projectors"]
+
+
+def _split(args, spec, split: str, train: bool, auto_augment: str | None = None):
+    """``split`` of --data, normalised as the backbone expects (docs/conventions.md §1)."""
+    from softeq.data.classification import load_classification
+
+    if str(args.data).endswith(".safetensors") and (spec.mean or spec.std):
+        raise SystemExit(
+            f"{args.data}: the backbone's mean / std apply to image files; the embedded tensors "
+            "are stored normalised (drop the backbone's mean and std)"
+        )
+    normalization = spec.normalization()
+    return load_classification(
+        args.data, split, spec.input_size, train, auto_augment, normalization
+    )
 
 
 def _train_and_save(
@@ -33,41 +50,45 @@ def _train_and_save(
     softening: Softening | None = None,
 ) -> None:
     """Train with the recipe (resuming from --checkpoint when it was written for the same
-    inputs); the main process writes --out, with the run's fingerprint."""
-    from softeq.data.classification import load_classification
-    from softeq.engine.checkpoint import save_checkpoint
+    inputs); the main process writes --out, with the run's fingerprint.  ``epochs: 0`` keeps
+    the (softened) pre-trained weights as they are; ``select_epoch`` keeps the best epoch."""
+    from softeq.engine.checkpoint import load_checkpoint, save_checkpoint
     from softeq.engine.classification import train_classifier
     from softeq.engine.distributed import Distributed
 
     fingerprint = run_fingerprint(args, recipe, softening)
-    train_set = load_classification(
-        args.data, "train", spec.input_size, train=True, auto_augment=recipe.auto_augment
-    )
-    history, ema = train_classifier(
-        model,
-        train_set,
-        recipe,
-        args.seed,
-        spec.input_size,
-        args.checkpoint,
-        device,
-        desc=args.stage,
-        num_classes=num_classes,
-        fingerprint=fingerprint,
-    )
-    if Distributed.from_env(device).is_main:
-        state = {
-            "model": model.state_dict(),
-            "backbone": args.backbone_spec,
-            "num_classes": num_classes,
-            "history": history,
-            "fingerprint": fingerprint.to_dict(),
-        }
-        if softening is not None:
-            state["softening"] = softening.to_dict()
-        if ema is not None:
-            state["model_ema"] = ema.state_dict()
-        save_checkpoint(state, args.out)
+    history, ema, best = [], None, Path(f"{args.out}.best")
+    if recipe.epochs:
+        history, ema = train_classifier(
+            model,
+            _split(args, spec, "train", True, recipe.auto_augment),
+            recipe,
+            args.seed,
+            spec.input_size,
+            args.checkpoint,
+            device,
+            desc=args.stage,
+            num_classes=num_classes,
+            fingerprint=fingerprint,
+            val_set=_split(args, spec, "val", False) if recipe.select_epoch else None,
+            best_checkpoint=best if recipe.select_epoch else None,
+        )
+    if not Distributed.from_env(device).is_main:
+        return
+    state = {
+        "model": model.state_dict(),
+        "backbone": args.backbone_spec,
+        "num_classes": num_classes,
+        "history": history,
+        "fingerprint": fingerprint.to_dict(),
+    }
+    if softening is not None:
+        state["softening"] = softening.to_dict()
+    if recipe.select_epoch and best.exists():  # the best epoch's weights (the EMA's, if any)
+        state["model"] = load_checkpoint(best)["model"]
+    elif ema is not None:
+        state["model_ema"] = ema.state_dict()
+    save_checkpoint(state, args.out)
 
 
 def pretrain(args: argparse.Namespace) -> None:
@@ -78,6 +99,8 @@ def pretrain(args: argparse.Namespace) -> None:
     clear_output(args.out, args.data)
     device = setup_device(args)
     recipe = Recipe.from_dict(args.recipe, "--recipe")
+    if recipe.epochs == 0:
+        raise SystemExit("--recipe: epochs 0 has nothing to pretrain")
     classes = num_classes(args.data)
     torch.manual_seed(args.seed)
     model_spec, _ = split_backbone_spec(args.backbone_spec)
@@ -120,7 +143,6 @@ def finetune(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """Clean / rotated metrics, errors and bounds of a fine-tuned model, as JSON."""
-    from softeq.data.classification import load_classification
     from softeq.engine.checkpoint import load_checkpoint
     from softeq.engine.classification import evaluate_classifier
     from softeq.engine.evaluation import EvalSettings
@@ -134,7 +156,10 @@ def evaluate(args: argparse.Namespace) -> None:
     if softening is not None:
         soften_from(model, softening, args.projectors, options)
     model.load_state_dict(state.get("model_ema") or state["model"])  # the EMA when trained with one
-    test_set = load_classification(args.data, args.split, spec.input_size, train=False)
+    test_set = _split(args, spec, args.split, False)
     eval_spec = EvalSettings.from_dict(args.eval, "--eval")
     result = evaluate_classifier(model, test_set, eval_spec, args.seed, spec.input_size, device)
+    selected = selected_epoch(state.get("history", []), "val_acc", lowest=False)
+    if selected is not None:
+        result["metrics"]["selected_epoch"] = selected
     write_metrics(args, "classification", softening, result, model, device)

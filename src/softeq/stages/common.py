@@ -25,6 +25,7 @@ __all__ = [
     "load_softening",
     "provenance",
     "run_fingerprint",
+    "selected_epoch",
     "setup_device",
     "soften_from",
     "write_metrics",
@@ -218,3 +219,13 @@ def write_metrics(
     write_json(out, args.out)
     print(json.dumps(out["metrics"], indent=2))
     return out
+
+
+def selected_epoch(history: list[dict[str, Any]], score: str, lowest: bool) -> int | None:
+    """The 1-based epoch with the best ``score`` (lowest or highest; the first on ties, as the
+    training loop keeps it), or None when the run did not select epochs."""
+    scores = [record.get(score) for record in history]
+    if not scores or any(value is None for value in scores):
+        return None
+    pick = min if lowest else max
+    return pick(range(len(scores)), key=scores.__getitem__) + 1

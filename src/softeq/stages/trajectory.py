@@ -17,6 +17,7 @@ from softeq.stages.common import (
     clear_output,
     load_softening,
     run_fingerprint,
+    selected_epoch,
     setup_device,
     soften_from,
     write_metrics,
@@ -30,7 +31,6 @@ __all__ = [
     "job_model",
     "job_split",
     "projectors",
-    "selected_epoch",
 ]
 
 SPEC_KEYS = {"preset", "kwargs"}
@@ -96,15 +96,6 @@ def _scene(dataset: str) -> str:
     if "-" not in dataset:
         raise SystemExit(f"--dataset {dataset!r}: expected <family>-<scene>, e.g. ethucy-eth")
     return dataset.split("-", 1)[1]
-
-
-def selected_epoch(history: list[dict[str, Any]]) -> int | None:
-    """The 1-based epoch of the lowest validation ADE (the first on ties, as the training loop
-    keeps it), or None when the run did not select epochs."""
-    scores = [record.get("val_ade") for record in history]
-    if not scores or any(score is None for score in scores):
-        return None
-    return min(range(len(scores)), key=scores.__getitem__) + 1
 
 
 def _soften_or_check(
@@ -200,7 +191,7 @@ def evaluate(args: argparse.Namespace) -> None:
     spec = EvalSettings.from_dict(args.eval, "--eval")
     test_set = job_split(manifest, scene, args.split, model)
     result = evaluate_trajectory(model, test_set, spec, args.seed, device)
-    selected = selected_epoch(state.get("history", []))
+    selected = selected_epoch(state.get("history", []), "val_ade", lowest=True)
     if selected is not None:
         result["metrics"]["selected_epoch"] = selected
     write_metrics(args, "trajectory", softening, result, model, device)
