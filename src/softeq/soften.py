@@ -96,6 +96,7 @@ def soften(
     cache_dir: str | Path | None = None,
     vector_filter: str | None = None,
     in_place: str | list[str] | None = None,
+    basis: str | None = None,
 ) -> nn.Module:
     """Soften ``model`` in place and return it.
 
@@ -115,6 +116,8 @@ def soften(
         vector_filter: pair features: the filter of biases and pair vectors (default ``filter``).
         in_place: pair features: fnmatch patterns of tensor names projected in place before each
             forward of their module (:func:`softeq.layers.project_in_place`), not parametrized.
+        basis: image models: the basis of the kernel and grid filters, ``svd`` (default, exact)
+            or ``schur`` (the reference code's, with ``rank`` / ``rank-hard``; docs/fidelity.md).
     """
     g = parse_group(group)
     b = check_softness(softness, "softness")
@@ -123,7 +126,7 @@ def soften(
     include, exclude = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
     if any(True for _ in iter_soft(model)):
         raise ValueError("model is already softened; fold it or start from the plain model")
-    image_only = {"pos_embed": pos_embed, "operator": operator}
+    image_only = {"pos_embed": pos_embed, "operator": operator, "basis": basis}
     _check_feature_arguments(features, g.kind, image_only, vector_filter, in_place)
     if features == "image":
         count = _soften_image(
@@ -138,6 +141,7 @@ def soften(
             pos_embed,
             operator,
             cache_dir,
+            basis or "svd",
         )
     else:
         vectors = _VectorSetting.of(b, softness_pos, filter, vector_filter)
@@ -181,6 +185,7 @@ def _soften_image(
     pos_embed: bool | None,
     operator: str | None,
     cache_dir: str | Path | None,
+    basis: str = "svd",
 ) -> int:
     count = 0
     for name, module in model.named_modules():
@@ -196,7 +201,9 @@ def _soften_image(
         k_h, k_w = module.kernel_size
         if k_h != k_w:
             raise ValueError(f"{name}: kernel {k_h}x{k_w} is not square; exclude it by name")
-        projector = invariant_projector(group, k_h, b, filter, False, operator, "weight", cache_dir)
+        projector = invariant_projector(
+            group, k_h, b, filter, False, operator, "weight", cache_dir, basis
+        )
         soften_conv(module, projector)
         count += 1
 
@@ -211,7 +218,7 @@ def _soften_image(
         if pos_embed is False or not _selected(qualified, include, exclude):
             continue
         projector = invariant_projector(
-            group, side, b_pos, filter, False, operator, "data", cache_dir
+            group, side, b_pos, filter, False, operator, "data", cache_dir, basis
         )
         soften_token_grid(module, "pos_embed", projector, prefix)
         count += 1

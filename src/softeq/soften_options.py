@@ -7,6 +7,8 @@ is set by default, so softeq's own selection and filtering hold (docs/fidelity.m
 
 * ``skip_small_kernels`` (image models): the reference code leaves convolutions with small
   kernels plain when the softness is high (kernel-size rule);
+* ``basis`` (image models): ``schur``, the reference's sorted real-Schur basis of the kernel and
+  positional-grid filters (rank filters, C_n), instead of softeq's exact SVD (``svd``);
 * ``vector_filter`` (pair models): the filter of biases and pair vectors (the reference's
   invariant vector filter is ``decay``);
 * ``in_place`` (pair models): the model's ``reference_in_place`` tensors are projected in place
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from softeq.filters import FILTERS, check_softness
+from softeq.projectors.build import BASES
 from softeq.spec import Softening
 
 if TYPE_CHECKING:
@@ -81,9 +84,11 @@ class SoftenOptions:
     skip_small_kernels: SkipSmallKernels | None = None
     vector_filter: str | None = None
     in_place: bool = False
+    basis: str | None = None
 
-    KEYS = ("skip_small_kernels", "vector_filter", "in_place")
+    KEYS = ("skip_small_kernels", "vector_filter", "in_place", "basis")
     PAIR_KEYS = ("vector_filter", "in_place")
+    IMAGE_KEYS = ("skip_small_kernels", "basis")
 
     @classmethod
     def from_dict(cls, values: Any, where: str = SPEC_KEY) -> SoftenOptions:
@@ -100,7 +105,10 @@ class SoftenOptions:
         in_place = values.get("in_place", False)
         if not isinstance(in_place, bool):
             raise ValueError(f"{where}.in_place: expected true or false, got {in_place!r}")
-        return cls(skip, vector_filter, in_place)
+        basis = values.get("basis")
+        if basis is not None and basis not in BASES:
+            raise ValueError(f"{where}.basis: expected one of {BASES}, got {basis!r}")
+        return cls(skip, vector_filter, in_place, basis)
 
     def soften_kwargs(self, softening: Softening, model: nn.Module | None = None) -> dict[str, Any]:
         """Keyword arguments of ``softeq.soften`` for ``softening`` on ``model`` (none: its
@@ -113,6 +121,13 @@ class SoftenOptions:
             kwargs["vector_filter"] = self.vector_filter
         if self.in_place:
             kwargs["in_place"] = list(getattr(model, "reference_in_place", ()))
+        if self.basis is not None:
+            if self.basis == "schur" and softening.filter not in ("rank", "rank-hard"):
+                raise ValueError(
+                    f"{SPEC_KEY}.basis: schur serves the reference's rank rule (filters rank, "
+                    f"rank-hard), not {softening.filter!r}"
+                )
+            kwargs["basis"] = self.basis
         return kwargs
 
     def check_applies(self, model: nn.Module, where: str = SPEC_KEY) -> None:
@@ -163,12 +178,13 @@ def check_config_options(backbones: dict[str, Any]) -> None:
             continue
         where = f"backbones.{name}.{SPEC_KEY}"
         values = spec[SPEC_KEY]
-        options = SoftenOptions.from_dict({} if values is None else values, where)
+        SoftenOptions.from_dict({} if values is None else values, where)  # checks types
         pairs = "preset" in spec
-        if pairs and options.skip_small_kernels is not None:
+        image_keys = [k for k in SoftenOptions.IMAGE_KEYS if pairs and k in (values or {})]
+        if image_keys:
             raise ValueError(
-                f"{where}.skip_small_kernels: selects convolutions of image models; {name!r} is "
-                f"a trajectory model (preset {spec['preset']!r}), so it would be ignored"
+                f"{where}.{image_keys[0]}: applies to image models; {name!r} is a trajectory "
+                f"model (preset {spec['preset']!r}), so it would be ignored"
             )
         misplaced = [k for k in SoftenOptions.PAIR_KEYS if not pairs and k in (values or {})]
         if misplaced:

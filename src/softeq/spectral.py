@@ -9,6 +9,11 @@ dense SVD of a 37 x 37 grid operator takes a second.
 ``real_schur`` gives the canonical real Schur form D = Z T Z^T of a *normal* generator: T block
 diagonal with 1 x 1 blocks (real eigenvalues) and 2 x 2 blocks a I + b J (b > 0) for the pairs
 a +- ib.  The block-Schur equivariant projector (:mod:`softeq.projectors`) works in these bases.
+
+``surrogate_schur`` is the reference code's invariant basis (docs/fidelity.md): the real Schur
+vectors of a square generator sorted by a per-block surrogate of the eigenvalue modulus.  For a
+non-normal generator (the bilinear C_n grid rotation, n not dividing 4) these are not singular
+vectors, so its filters are not exactly invariant at b = 0; it exists to reproduce the reference.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ import scipy.linalg
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["ZERO_TOL", "SchurForm", "Spectrum", "constraint_svd", "real_schur"]
+__all__ = [
+    "ZERO_TOL",
+    "SchurForm",
+    "Spectrum",
+    "constraint_svd",
+    "real_schur",
+    "surrogate_schur",
+]
 
 ZERO_TOL = 1e-5
 """Singular values below this count as exact zeros (the null space), as in the reference code."""
@@ -208,3 +220,41 @@ def real_schur(matrix: np.ndarray, tol: float = 1e-9) -> SchurForm:
     return SchurForm(
         z, starts_sorted, sizes_sorted, np.asarray(real)[order], np.asarray(imag)[order]
     )
+
+
+def surrogate_schur(matrix: np.ndarray) -> Spectrum:
+    """The reference code's sorted real-Schur basis of a square generator D, as a Spectrum.
+
+    As the reference does it (docs/fidelity.md): D in float32, its real Schur form D = Z T Z^T
+    (LAPACK, unordered); a 2 x 2 block whose upper off-diagonal entry is negative has its two
+    Schur vectors swapped; a 1 x 1 block gets the surrogate |T_ii|, a 2 x 2 block
+    sqrt(T_ii^2 + T_i+1,i^2) for both of its vectors; the vectors are sorted ascending by
+    surrogate with numpy's default (unstable) sort, ties included.  ``sigma`` holds the
+    surrogates: they equal the singular values only where D is normal.
+    """
+    d = np.asarray(matrix, dtype=np.float32)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"surrogate_schur needs a square matrix, got shape {d.shape}")
+    t, z = scipy.linalg.schur(d, output="real")
+    n = d.shape[0]
+    i = 0
+    while i < n - 1:  # canonical 2 x 2 blocks: a swap makes the upper off-diagonal >= 0
+        if abs(t[i + 1, i]) > 1e-8:
+            if t[i, i + 1] < 0:
+                t[i : i + 2, i : i + 2] = t[i : i + 2, i : i + 2][::-1, ::-1].copy()
+                z[:, i : i + 2] = z[:, i : i + 2][:, ::-1].copy()
+            i += 2
+        else:
+            i += 1
+    scalar = np.append(np.abs(np.diagonal(t, -1)) <= 1e-5, True)  # 1 x 1 block starts here
+    values = np.empty(n, dtype=np.float32)
+    i = 0
+    while i < n:
+        if scalar[i]:
+            values[i] = abs(t[i, i])
+            i += 1
+        else:
+            values[i : i + 2] = np.sqrt(t[i, i] ** 2 + t[i + 1, i] ** 2)
+            i += 2
+    order = np.argsort(values)  # the default kind on float32, as the reference sorts
+    return Spectrum(values[order].astype(np.float64), n, _dense=z[:, order].astype(np.float64))

@@ -36,12 +36,13 @@ class ProjectorKey:
     operator: str = ""  # grid operator ("exact" | "bilinear"), or method ("schur" | "dense")
     side: str = ""  # invariant projectors: "weight" | "data"
     digest: str = ""  # equivariant projectors: hash of the generator matrices
+    basis: str = ""  # invariant projectors: "" (SVD, softeq's exact method) | "schur"
 
     def slug(self) -> str:
         """A file-name-safe identifier."""
         parts = [self.kind, self.group, self.shape.replace("->", "to"), self.filter]
         parts.append(f"b{self.softness!r}")
-        parts += [p for p in (self.operator, self.side, self.digest[:10]) if p]
+        parts += [p for p in (self.operator, self.side, self.digest[:10], self.basis) if p]
         return "_".join(parts)
 
     def to_metadata(self) -> dict[str, str]:

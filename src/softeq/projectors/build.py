@@ -24,9 +24,19 @@ from softeq.groups import (
 )
 from softeq.projectors.base import EquivariantProjector, InvariantProjector, Projector, ProjectorKey
 from softeq.projectors.files import load_projector, save_projector
-from softeq.spectral import constraint_svd, real_schur
+from softeq.spectral import ZERO_TOL, constraint_svd, real_schur, surrogate_schur
 
-__all__ = ["clear_cache", "equivariant_projector", "invariant_projector", "kronecker_operator"]
+__all__ = [
+    "BASES",
+    "clear_cache",
+    "equivariant_projector",
+    "invariant_projector",
+    "kronecker_operator",
+]
+
+BASES = ("svd", "schur")
+"""Bases of the invariant grid filters: ``svd`` (softeq's exact method) and ``schur`` (the
+reference code's sorted real-Schur vectors, docs/fidelity.md)."""
 
 
 _CACHE: dict[ProjectorKey, Projector] = {}
@@ -66,12 +76,16 @@ def invariant_projector(
     operator: str | None = None,
     side: str = "weight",
     cache_dir: str | Path | None = None,
+    basis: str = "svd",
 ) -> InvariantProjector:
     """The soft invariant projector on ``size`` x ``size`` grids for ``group`` (cached per key).
 
     ``operator`` picks the grid action for C_n (``exact`` permutation, default where n divides 4;
     ``bilinear`` otherwise).  ``side`` is ``weight`` for kernel slices and ``data`` for grid
-    functions such as positional embeddings.
+    functions such as positional embeddings.  ``basis``: ``svd`` (exact) or ``schur``, the
+    reference's sorted Schur vectors of D (both sides alike, as the reference builds one filter),
+    for the ``rank`` / ``rank-hard`` filters and C_n only; not exactly invariant at b = 0 where
+    D is not normal (docs/fidelity.md).  The stored constraint is the side's, as for ``svd``.
     """
     g = parse_group(group)
     filter, b = _check_filter(filter, softness, hard_mask)
@@ -79,14 +93,21 @@ def invariant_projector(
         raise ValueError(f"side must be 'weight' or 'data', got {side!r}")
     if size < 1:
         raise ValueError(f"grid size must be positive, got {size}")
+    _check_basis(basis, g, filter)
     operator = operator or default_grid_operator(g)
-    key = ProjectorKey("invariant", g.name, f"{size}x{size}", filter, b, operator, side)
+    key = ProjectorKey(
+        "invariant", g.name, f"{size}x{size}", filter, b, operator, side, "", _key_basis(basis)
+    )
 
     def build() -> InvariantProjector:
         generators = grid_generators(g, size, operator)
         blocks = [d.T if side == "weight" else d for d in generators]
-        spectrum = constraint_svd(blocks)
-        result = filter_weights(spectrum.sigma, b, filter)
+        if basis == "schur":
+            spectrum = surrogate_schur(generators[0])
+            result = _schur_weights(spectrum.sigma, b, filter)
+        else:
+            spectrum = constraint_svd(blocks)
+            result = filter_weights(spectrum.sigma, b, filter)
         return InvariantProjector(
             key,
             spectrum.projector(result.weights),
@@ -97,6 +118,41 @@ def invariant_projector(
         )
 
     return _cached(key, build, cache_dir)
+
+
+def _check_basis(basis: str, group, filter: str) -> None:
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    if basis == "svd":
+        return
+    if group.kind != "cyclic":
+        raise ValueError(
+            f"basis 'schur' (the reference's sorted Schur vectors) is built for C_n rotations "
+            f"only, not {group.name}"
+        )
+    if filter not in ("rank", "rank-hard"):
+        raise ValueError(
+            f"basis 'schur' serves the reference's rank rule (filters 'rank', 'rank-hard'); "
+            f"filter {filter!r} needs singular values: use basis 'svd'"
+        )
+
+
+def _key_basis(basis: str) -> str:
+    """The key's basis field: empty for ``svd``, so the keys and files of softeq's exact
+    projectors stay as they were."""
+    return "" if basis == "svd" else basis
+
+
+def _schur_weights(sigma: np.ndarray, b: float, filter: str) -> FilterResult:
+    """The rank rule on the Schur surrogates; with no value below ZERO_TOL the reference keeps
+    one more direction (``1 + int((N - 1) b)``) than softeq's rank filter (docs/fidelity.md)."""
+    result = filter_weights(sigma, b, filter)
+    if b < 1.0 and sigma.size and sigma[0] >= ZERO_TOL:
+        weights = result.weights.copy()
+        weights[result.kept] = 1.0
+        b_eff = float(np.max(weights * sigma) / sigma[-1])
+        result = FilterResult(weights, b_eff, int(np.count_nonzero(weights == 1.0)))
+    return result
 
 
 def _digest(*matrices: list[np.ndarray]) -> str:
