@@ -306,6 +306,26 @@ def test_strict_vit_segmenter_is_exactly_c4_equivariant():
         )
 
 
+def test_crop_remainder_drops_the_last_pixels_as_the_reference():
+    """The reference's DINOv2 at 512 px: the patch conv covers 36 x 14 = 504 px, the rest is
+    never seen, and the logits are upsampled to the full size (docs/fidelity.md)."""
+    torch.manual_seed(0)
+    kwargs = {"depth": 1, "embed_dim": 48, "num_heads": 2, "patch_size": 8}
+    model = build_segmenter("dinov2", 3, 36, backbone_kwargs=kwargs, crop_remainder=True).eval()
+    assert model.backbone.patch_embed.grid_size == (4, 4)
+    x = torch.rand(1, 3, 36, 36)
+    y = x.clone()
+    y[..., 32:, :] = torch.rand_like(y[..., 32:, :])  # the 4 cropped rows
+    y[..., :, 32:] = torch.rand_like(y[..., :, 32:])
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (1, 3, 36, 36)
+        torch.testing.assert_close(model(y), out, atol=0, rtol=0)
+        z = x.clone()
+        z[..., :8, :8] = 0  # a seen pixel block changes the output
+        assert not torch.equal(model(z), out)
+
+
 @pytest.fixture(scope="module")
 def tiny_voc(tmp_path_factory):
     root = build_embedded_voc(tmp_path_factory.mktemp("evoc") / "voc", n_train=6, n_val=2, seed=0)

@@ -26,7 +26,9 @@ class ViTSegmenter(Segmenter):
 
     ``backbone`` is a timm ``VisionTransformer`` (any number of class / register tokens: the
     ``num_prefix_tokens`` first tokens are dropped). Input sides must be multiples of the patch
-    size: timm would otherwise crop the last rows and columns, which breaks the rotation symmetry.
+    size: the patch conv would otherwise drop the last rows and columns, which breaks the rotation
+    symmetry.  ``crop_remainder`` accepts such sizes as the reference does (its DINOv2 at 512 px:
+    36 x 36 patches over 504 px, the logits upsampled to 512; docs/fidelity.md).
     """
 
     head_prefixes = ("head",)
@@ -37,6 +39,7 @@ class ViTSegmenter(Segmenter):
         num_classes: int,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        crop_remainder: bool = False,
     ) -> None:
         cfg = getattr(backbone, "pretrained_cfg", None) or {}
         super().__init__(
@@ -53,6 +56,7 @@ class ViTSegmenter(Segmenter):
             if isinstance(patch, Sequence)
             else (int(patch), int(patch))
         )
+        self.crop_remainder = crop_remainder
         self.num_prefix_tokens = int(getattr(backbone, "num_prefix_tokens", 1))
         width = int(getattr(backbone, "embed_dim", getattr(backbone, "num_features", 0)))
         self.head = nn.Conv2d(width, self.num_classes, kernel_size=1)
@@ -60,7 +64,7 @@ class ViTSegmenter(Segmenter):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
         p_h, p_w = self.patch_size
-        if height % p_h or width % p_w:
+        if (height % p_h or width % p_w) and not self.crop_remainder:
             raise ValueError(
                 f"input {height}x{width} is not a multiple of the patch size {p_h}x{p_w}"
             )
@@ -79,21 +83,23 @@ def build_vit_segmenter(
     pretrained: str | None = None,
     backbone: str = "vit_base_patch16_224",
     backbone_kwargs: dict[str, Any] | None = None,
+    crop_remainder: bool = False,
 ) -> ViTSegmenter:
-    """A timm ViT ``backbone`` (``image_size`` must be a multiple of its patch size) with a
-    ``num_classes`` linear head; ``pretrained``: a timm tag or a local weights file."""
+    """A timm ViT ``backbone`` with a ``num_classes`` linear head; ``pretrained``: a timm tag or
+    a local weights file.  ``image_size`` must be a multiple of the patch size unless
+    ``crop_remainder`` (the reference's behaviour, :class:`ViTSegmenter`)."""
     kwargs = {"img_size": image_size, **(backbone_kwargs or {})}
     spec = BackboneSpec(timm=backbone, input_size=image_size, kwargs=kwargs, pretrained=pretrained)
     model = build_backbone(spec, num_classes=0)
     patch = model.patch_embed.patch_size
     patch = patch[0] if isinstance(patch, Sequence) else patch
-    if image_size % patch:
+    if image_size % patch and not crop_remainder:
         below, above = image_size // patch * patch, -(-image_size // patch) * patch
         raise ValueError(
             f"{backbone}: image_size {image_size} is not a multiple of the patch size {patch} "
-            f"(use {below} or {above})"
+            f"(use {below} or {above}, or crop_remainder: true for the reference's crop)"
         )
-    return ViTSegmenter(model, num_classes)
+    return ViTSegmenter(model, num_classes, crop_remainder=crop_remainder)
 
 
 @register_model("vit", task="segmentation")
@@ -108,5 +114,8 @@ def _dinov2(
     pretrained: str | None = None,
     backbone: str = "vit_base_patch14_dinov2",
     backbone_kwargs: dict[str, Any] | None = None,
+    crop_remainder: bool = False,
 ) -> ViTSegmenter:
-    return build_vit_segmenter(num_classes, image_size, pretrained, backbone, backbone_kwargs)
+    return build_vit_segmenter(
+        num_classes, image_size, pretrained, backbone, backbone_kwargs, crop_remainder
+    )
