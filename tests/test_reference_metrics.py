@@ -197,3 +197,22 @@ def test_tables_carry_the_reference_columns_where_present():
     seg = display_values("segmentation", pd.DataFrame({"eq_error_reference_mean": [0.1]}), None)
     assert seg.loc[0, "eq_error_reference"] == pytest.approx(10.0)
     assert "eq_error_reference" in [c.name for c in shown_columns("segmentation", seg)]
+
+
+def test_reported_numbers_sit_in_the_reference_columns():
+    """Table 1's reported combined score is the reference's per-batch one (every reported value
+    is below sqrt(acc * rot_acc), as the per-batch mean must be); Table 2's reported error is the
+    reference's (the only one its segmentation code computes)."""
+    from softeq.results.reported import read_reported
+
+    numbers = read_reported()
+    metrics = {(n.task, n.metric) for n in numbers}
+    assert ("classification", "combined") not in metrics
+    assert ("segmentation", "eq_error") not in metrics
+    by_row: dict[tuple[str, str], dict[str, float]] = {}
+    for n in numbers:
+        if n.task == "classification":
+            by_row.setdefault((n.backbone, n.setting), {})[n.metric] = n.value
+    assert len(by_row) == 7
+    for values in by_row.values():
+        assert values["combined_batches"] < math.sqrt(values["acc"] * values["rot_acc"])
