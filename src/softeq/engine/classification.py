@@ -302,8 +302,9 @@ def evaluate_classifier(
     device: str = "cpu",
     desc: str = "evaluate",
 ) -> dict[str, Any]:
-    """Clean / rotated accuracy, combined score, KL invariance error, the exact 90-degree
-    invariance error, and the error against a fixed sweep of angles (docs/conventions.md §1)."""
+    """Clean / rotated accuracy, combined score (over the split, and per evaluation batch as the
+    reference code: ``combined_batches``), KL invariance error, the exact 90-degree invariance
+    error, and the error against a fixed sweep of angles (docs/conventions.md §1)."""
     model.to(device).eval()
     loader = DataLoader(test_set, batch_size=spec.batch(EVAL_BATCH), shuffle=False)
     angles = sample_angles(len(test_set), spec.eval_rot, seed)  # one angle per sample
@@ -323,6 +324,7 @@ def evaluate_classifier(
             sweep_correct[i] += int((swept.argmax(1) == y).sum())
         at += len(x)
     metrics = meter.compute()
+    metrics["combined_batches"] = meter.combined_batches()
     metrics["inv_error_rot90"] = rot90_kl / at
     sweep = [
         {"angle": angle, "inv_error": kl / at, "acc": correct / at}

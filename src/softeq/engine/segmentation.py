@@ -232,9 +232,9 @@ def evaluate_segmenter(
 
     Every sample i is rotated by ``sample_angles(len(test_set), spec.eval_rot, seed)[i]``
     (images bilinear with fill 0, masks nearest with fill 255). Returns ``{"metrics": {miou,
-    rot_miou, combined, eq_error, pixel_acc, rot_pixel_acc}, "angle_sweep": [{"angle",
-    "eq_error", "miou"}], "per_class_iou": [...]}``; ``rotated=False`` gives the clean
-    metrics only (model selection).
+    rot_miou, combined, eq_error, eq_error_reference, pixel_acc, rot_pixel_acc},
+    "angle_sweep": [{"angle", "eq_error", "miou"}], "per_class_iou": [...]}``;
+    ``rotated=False`` gives the clean metrics only (model selection).
     """
     num_classes = int(num_classes if num_classes is not None else model.num_classes)
     model.to(device).eval()

@@ -3,6 +3,12 @@
 top-1 and top-5 accuracy on clean inputs x and on rotated inputs Rx, ``combined = sqrt(acc *
 rot_acc)`` (high only when the model is both accurate and robust to rotation), and the invariance
 error ``mean KL(softmax f(x) || softmax f(Rx))``. Accuracies are fractions in [0, 1].
+
+:meth:`ClassificationMeter.combined_batches` is the reference code's convention beside it:
+``sqrt(acc_b * rot_acc_b)`` of each evaluation batch b, averaged over the batches weighted by
+their sizes. It is at most ``combined`` (Cauchy-Schwarz) and depends on the evaluation batch
+size; :func:`softeq.engine.classification.evaluate_classifier` reports it as
+``combined_batches``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class ClassificationMeter:
         self.rot_correct = 0
         self.rot_correct_topk = 0
         self.kl_sum = 0.0
+        self.combined_batches_sum = 0.0
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, rot_logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -60,12 +67,17 @@ class ClassificationMeter:
                 f"{tuple(rot_logits.shape)}"
             )
         logits, rot_logits = logits.detach().float(), rot_logits.detach().float()
-        self.count += len(targets)
-        self.correct += topk_correct(logits, targets, 1)
+        n = len(targets)
+        correct = topk_correct(logits, targets, 1)
+        rot_correct = topk_correct(rot_logits, targets, 1)
+        self.count += n
+        self.correct += correct
         self.correct_topk += topk_correct(logits, targets, 5)
-        self.rot_correct += topk_correct(rot_logits, targets, 1)
+        self.rot_correct += rot_correct
         self.rot_correct_topk += topk_correct(rot_logits, targets, 5)
         self.kl_sum += float(kl_divergence(logits, rot_logits, dim=1).double().sum().item())
+        if n:  # this batch's geometric mean, weighted by its size: sqrt(c/n * r/n) * n
+            self.combined_batches_sum += math.sqrt(correct * rot_correct)
 
     def compute(self) -> dict[str, float]:
         """``acc, top5, rot_acc, rot_top5, combined, inv_error`` as floats (``count``: samples)."""
@@ -81,3 +93,10 @@ class ClassificationMeter:
             "combined": math.sqrt(acc * rot_acc),
             "inv_error": self.kl_sum / self.count,
         }
+
+    def combined_batches(self) -> float:
+        """The reference's combined score: sqrt(acc_b * rot_acc_b) per ``update`` batch b,
+        averaged over the batches weighted by their sizes (a fraction, like ``combined``)."""
+        if self.count == 0:
+            raise ValueError("ClassificationMeter.combined_batches() called before any update()")
+        return self.combined_batches_sum / self.count

@@ -9,6 +9,10 @@
   rotated in from outside the frame are ignored); ``combined = sqrt(mIoU * rot_mIoU)``.
 * equivariance error: mean per-pixel KL(R(softmax f(x)) || softmax f(Rx)) over the pixels whose
   rotation reads only from inside the frame (:func:`softeq.transforms.inside_mask`).
+* ``eq_error_reference``: the reference code's convention beside it
+  (:func:`reference_equivariance_error`): the logits are rotated, not the probabilities, the mask
+  is a nearest-rotated image of ones, and the per-pixel mean is taken per evaluation batch, then
+  averaged over batches weighted by their images.
 
 The confusion matrix lives on the device of the predictions and is filled by one
 ``torch.bincount`` per batch: no Python loop over classes or images, no host copy per batch.
@@ -33,6 +37,7 @@ __all__ = [
     "iou_from_confusion",
     "mean_iou",
     "pixel_equivariance_error",
+    "reference_equivariance_error",
 ]
 
 IGNORE_INDEX = 255
@@ -106,6 +111,34 @@ def pixel_equivariance_error(
     return kl, inside
 
 
+def reference_equivariance_error(
+    logits: torch.Tensor,
+    rot_logits: torch.Tensor,
+    angles_deg: torch.Tensor | Sequence[float] | float,
+) -> torch.Tensor:
+    """One batch's equivariance error as the reference code computes it (docs/conventions.md §1).
+
+    The clean logits f(x) (N, K, H, W) are rotated bilinearly with torchvision's ``fill=0``
+    (which multiplies the zero-padded bilinear result once more by the rotated image of ones, so
+    border pixels are damped twice), then KL(softmax R f(x) || softmax f(Rx)) per pixel; the
+    valid pixels are those where a nearest-rotated image of ones is > 0.5. Returns the scalar
+    sum of the KL over valid pixels / (number of valid pixels + 1e-8), over the whole batch.
+    """
+    if logits.shape != rot_logits.shape or logits.ndim != 4:
+        raise ValueError(
+            f"expected two (N, K, H, W) logits of one shape, got {tuple(logits.shape)} and "
+            f"{tuple(rot_logits.shape)}"
+        )
+    logits = logits.float()
+    n, _, height, width = logits.shape
+    ones = torch.ones((n, 1, height, width), device=logits.device, dtype=logits.dtype)
+    coverage = rotate_images(ones, angles_deg, mode="bilinear", fill=0.0)
+    turned = rotate_images(logits, angles_deg, mode="bilinear", fill=0.0) * coverage
+    kl = kl_divergence(turned, rot_logits.float(), dim=1)
+    valid = rotate_images(ones, angles_deg, mode="nearest", fill=0.0)[:, 0] > 0.5
+    return (kl * valid).double().sum() / (valid.sum() + 1e-8)
+
+
 class SegmentationMeter:
     """Accumulates clean and rotated confusion matrices and the equivariance error over batches.
 
@@ -126,6 +159,8 @@ class SegmentationMeter:
         self.rot_confusion: torch.Tensor | None = None
         self.kl_sum: torch.Tensor | None = None
         self.kl_count: torch.Tensor | None = None
+        self.reference_sum: torch.Tensor | None = None
+        self.images = 0
 
     def _add(self, name: str, value: torch.Tensor) -> None:
         current = getattr(self, name)
@@ -169,6 +204,9 @@ class SegmentationMeter:
             kl, inside = pixel_equivariance_error(logits, rot_logits, angles_deg)
             self._add("kl_sum", (kl * inside).double().sum())
             self._add("kl_count", inside.sum())
+            batch_error = reference_equivariance_error(logits, rot_logits, angles_deg)
+            self._add("reference_sum", batch_error * len(logits))
+            self.images += len(logits)
 
     def per_class_iou(self) -> list[float]:
         """Clean IoU per class (NaN for absent classes)."""
@@ -178,7 +216,7 @@ class SegmentationMeter:
 
     def compute(self) -> dict[str, float]:
         """``miou, pixel_acc`` and, when rotated batches were given, ``rot_miou, rot_pixel_acc,
-        combined``, and ``eq_error`` when angles were given."""
+        combined``, and ``eq_error``, ``eq_error_reference`` when angles were given."""
         if self.confusion is None:
             raise ValueError("SegmentationMeter.compute() called before any update()")
         cm = self.confusion.cpu()
@@ -193,4 +231,5 @@ class SegmentationMeter:
             out["combined"] = math.sqrt(max(out["miou"], 0.0) * max(out["rot_miou"], 0.0))
         if self.kl_sum is not None:
             out["eq_error"] = float(self.kl_sum.cpu() / self.kl_count.cpu().clamp_min(1))
+            out["eq_error_reference"] = float(self.reference_sum.cpu()) / max(self.images, 1)
         return out

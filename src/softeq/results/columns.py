@@ -3,6 +3,8 @@
 Shared by the paper tables (``softeq.results.paper_tables``) and the filter ablation
 (``softeq.results.ablations``). Values are converted once into display units: accuracies and mIoU
 in percent, KL errors x 1e-2, distances in metres (docs/conventions.md §1, docs/paper.md).
+Classification adds the reference code's per-batch combined score (``combined_batches``),
+segmentation its equivariance error on rotated logits (``eq_error_reference``).
 Trajectories add the reference code's summed-over-steps convention (``ade_sum`` = pred_len x ADE):
 combined summed ADE = (ade_sum + rot_ade_sum) / 2, combined FDE, and the equivariance error summed
 over steps (eq_error x pred_len; that the paper's error is summed is an inference from its size
@@ -30,6 +32,7 @@ __all__ = [
     "numeric",
     "read_summaries",
     "setting_label",
+    "shown_columns",
     "value_names",
 ]
 
@@ -45,6 +48,7 @@ class Column:
     tex: str
     metric: str | None = None  # summary metric (``{metric}_mean`` / ``_std``); None: derived
     scale: float = 1.0
+    optional: bool = False  # shown only where some row has a value (a later metric key)
 
 
 COLUMNS: dict[str, tuple[Column, ...]] = {
@@ -55,12 +59,28 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column(
             "inv_error", "inv. error (×1e-2)", r"Inv.\ err.\ ($\times 10^{-2}$)", "inv_error", 1e2
         ),
+        Column(
+            "combined_batches",
+            "combined, per batch (%)",
+            r"Combined$_B$ (\%)",
+            "combined_batches",
+            100.0,
+            optional=True,
+        ),
     ),
     "segmentation": (
         Column("miou", "mIoU (%)", r"mIoU (\%)", "miou", 100.0),
         Column("rot_miou", "rot. mIoU (%)", r"Rot.\ mIoU (\%)", "rot_miou", 100.0),
         Column("combined", "combined (%)", r"Combined (\%)", "combined", 100.0),
         Column("eq_error", "eq. error (×1e-2)", r"Eq.\ err.\ ($\times 10^{-2}$)", "eq_error", 1e2),
+        Column(
+            "eq_error_reference",
+            "eq. error, reference (×1e-2)",
+            r"Eq.\ err.$_{\mathrm{ref}}$ ($\times 10^{-2}$)",
+            "eq_error_reference",
+            1e2,
+            optional=True,
+        ),
     ),
     "trajectory": (
         Column("cade_sum", "cADE, summed (m)", r"cADE$_\Sigma$ (m)"),
@@ -162,6 +182,16 @@ def display_values(task: str, df: pd.DataFrame, pred_len: float | None) -> pd.Da
     out["eq_error_sum_std"] = out["eq_error_std"] * steps
     out["pred_len"] = steps
     return out
+
+
+def shown_columns(task: str, rows: pd.DataFrame) -> tuple[Column, ...]:
+    """The task's columns a written table shows: every column, except optional ones that no row
+    has a value for (summaries made before that metric key existed)."""
+    return tuple(
+        col
+        for col in COLUMNS[task]
+        if not col.optional or (col.name in rows.columns and rows[col.name].notna().any())
+    )
 
 
 def value_names(task: str) -> list[str]:

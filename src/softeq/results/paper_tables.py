@@ -36,6 +36,7 @@ from softeq.results.columns import (
     numeric,
     read_summaries,
     setting_label,
+    shown_columns,
     value_names,
 )
 from softeq.results.reported import read_reported, reported_numbers, source_label
@@ -256,6 +257,7 @@ def write_paper_table(
     table holds, in rows marked "reported: ...".
     """
     rows = paper_table(summary_csvs, task, reported, pred_len=pred_len, reported_csv=reported_csv)
-    md, tex, cells, starts = _display(task, rows)
-    n_text = len(md) - len(COLUMNS[task])
+    columns = shown_columns(task, rows)
+    md, tex, cells, starts = _display(task, rows, columns)
+    n_text = len(md) - len(columns)
     return write_table_files(rows, out_stem, md, tex, cells, starts, n_text)
