@@ -67,6 +67,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
             100.0,
             optional=True,
         ),
+        Column("epoch", "selected epoch", "Epoch", "selected_epoch", optional=True),
     ),
     "segmentation": (
         Column("miou", "mIoU (%)", r"mIoU (\%)", "miou", 100.0),
