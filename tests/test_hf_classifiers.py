@@ -82,6 +82,8 @@ def test_the_three_architectures_build_as_their_hf_classes():
         assert type(model.model).__name__ == names[spec["hf"]]
         size = spec["input_size"]
         assert model(torch.zeros(1, 3, size, size)).shape == (1, 7)
+        head = [m for m in model.get_classifier().modules() if isinstance(m, torch.nn.Linear)]
+        assert [m.out_features for m in head] == [7]  # the head head_epochs trains first
 
 
 def test_dinov2_head_is_linear_on_cls_and_mean_patch_tokens():

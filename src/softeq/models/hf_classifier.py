@@ -91,6 +91,11 @@ class HFClassifier(nn.Module):
         kwargs = {"interpolate_pos_encoding": True} if self._interpolate else {}
         return self.model(pixel_values=images, **kwargs).logits
 
+    def get_classifier(self) -> nn.Module:
+        """The classification head (timm's name for it: the recipe's ``head_epochs`` trains it
+        alone first)."""
+        return self.model.classifier
+
     @property
     def reference_in_place(self) -> tuple[str, ...]:
         """The tensors the reference code filters in place at every forward: the positional
