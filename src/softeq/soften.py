@@ -1,20 +1,22 @@
 """soften(model, ...): walk any nn.Module and make the layers a recipe names soft.
 
 Image groups (C_n, D_n, flip) soften every ``nn.Conv2d`` whose kernel is at least ``min_kernel``
-(invariant kernel filter per slice) and, for ViT-like models (a ``pos_embed`` parameter over a
-``patch_embed.grid_size`` grid), the positional embedding (invariant grid filter, softness
-``softness_pos``; class and register tokens excluded).  Pair features (SO2, or ``features="pairs"``)
+(invariant kernel filter per slice) and, for ViT-like models (timm's ``pos_embed`` over
+``patch_embed.grid_size``, or Hugging Face's ``position_embeddings`` over its stored grid, before
+HF interpolates it), the positional embedding (invariant grid filter, softness ``softness_pos``;
+class and register tokens excluded).  Pair features (SO2, or ``features="pairs"``)
 soften every ``nn.Linear`` as an equivariant map between 2-vector features, its bias, and every
 parameter a module lists in ``soft_pair_vectors`` (e.g. a positional encoding), with the invariant
 filter at softness ``softness_pos`` (default ``softness``) and filter ``vector_filter`` (default
-``filter``); tensors named by ``in_place`` are projected in place before every forward instead,
-the reference code's way (docs/fidelity.md).  Selection is by name (``include`` / ``exclude``,
-fnmatch patterns); anything selected that cannot be softened raises, and nothing is skipped
-silently.
+``filter``).  Tensors named by ``in_place`` (pair tensors, or an image model's positional grid)
+are projected in place before every forward instead, the reference code's way
+(docs/fidelity.md).  Selection is by name (``include`` / ``exclude``, fnmatch patterns); anything
+selected that cannot be softened raises, and nothing is skipped silently.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -28,6 +30,7 @@ from softeq.groups import PairRep, pair_generators, parse_group
 from softeq.layers import (
     SoftPairMap,
     SoftPairVectors,
+    SoftTokenGrid,
     iter_soft,
     project_in_place,
     soften_conv,
@@ -63,12 +66,16 @@ def _as_patterns(value, key: str) -> tuple[str, ...] | None:
     return patterns
 
 
-def _token_grid(model: nn.Module) -> tuple[int, int] | None:
-    """(grid side, prefix tokens) of a timm-style ViT positional embedding, else None."""
+def _token_grid(model: nn.Module) -> tuple[str, int, int] | None:
+    """(attribute, grid side, prefix tokens) of a positional embedding over a patch grid, else
+    None: timm's ``pos_embed`` over ``patch_embed.grid_size``, or Hugging Face's
+    ``position_embeddings`` (ViT, DINOv2) over the STORED grid of ``patch_embeddings.num_patches``
+    (the config's image_size over the patch size), which HF then interpolates to the input's grid,
+    so the filter acts before the interpolation."""
     pos = getattr(model, "pos_embed", None)
     grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
     if not isinstance(pos, nn.Parameter) or grid is None:
-        return None
+        return _hf_token_grid(model)
     if grid[0] != grid[1]:
         raise ValueError(f"pos_embed: the token grid {tuple(grid)} is not square")
     prefix = pos.shape[1] - grid[0] * grid[1]
@@ -76,7 +83,21 @@ def _token_grid(model: nn.Module) -> tuple[int, int] | None:
         prefix = 0
     if prefix < 0:
         raise ValueError(f"pos_embed has {pos.shape[1]} tokens, fewer than the {grid} grid")
-    return grid[0], prefix
+    return "pos_embed", grid[0], prefix
+
+
+def _hf_token_grid(model: nn.Module) -> tuple[str, int, int] | None:
+    pos = getattr(model, "position_embeddings", None)
+    patches = getattr(getattr(model, "patch_embeddings", None), "num_patches", None)
+    if not isinstance(pos, nn.Parameter) or not isinstance(patches, int):
+        return None
+    side = math.isqrt(patches)
+    if side * side != patches:
+        raise ValueError(f"position_embeddings: {patches} patches are not a square grid")
+    prefix = pos.shape[1] - patches
+    if prefix < 0:
+        raise ValueError(f"position_embeddings has {pos.shape[1]} tokens, fewer than {patches}")
+    return "position_embeddings", side, prefix
 
 
 def soften(
@@ -114,8 +135,9 @@ def soften(
         operator: grid operator for C_n (``exact`` or ``bilinear``; default by group order).
         cache_dir: folder of projector files to read, and to write missing ones to.
         vector_filter: pair features: the filter of biases and pair vectors (default ``filter``).
-        in_place: pair features: fnmatch patterns of tensor names projected in place before each
-            forward of their module (:func:`softeq.layers.project_in_place`), not parametrized.
+        in_place: fnmatch patterns of soft tensor names (pair maps and vectors; the positional
+            token grid of image models) projected in place before each forward of their module
+            (:func:`softeq.layers.project_in_place`), not parametrized.
         basis: image models: the basis of the kernel and grid filters, ``svd`` (default, exact)
             or ``schur`` (the reference code's, with ``rank`` / ``rank-hard``; docs/fidelity.md).
     """
@@ -127,7 +149,7 @@ def soften(
     if any(True for _ in iter_soft(model)):
         raise ValueError("model is already softened; fold it or start from the plain model")
     image_only = {"pos_embed": pos_embed, "operator": operator, "basis": basis}
-    _check_feature_arguments(features, g.kind, image_only, vector_filter, in_place)
+    _check_feature_arguments(features, g.kind, image_only, vector_filter)
     if features == "image":
         count = _soften_image(
             model,
@@ -143,6 +165,7 @@ def soften(
             cache_dir,
             basis or "svd",
         )
+        _move_in_place(model, _as_patterns(in_place, "in_place") or ())
     else:
         vectors = _VectorSetting.of(b, softness_pos, filter, vector_filter)
         count = _soften_pair_model(
@@ -156,17 +179,15 @@ def soften(
     return model
 
 
-def _check_feature_arguments(features, kind, image_only, vector_filter, in_place) -> None:
+def _check_feature_arguments(features, kind, image_only, vector_filter) -> None:
     """Arguments of the other kind of features would be ignored: raise instead."""
     if features not in ("image", "pairs"):
         raise ValueError(f"features must be 'image' or 'pairs', got {features!r}")
     if features == "image":
         if kind == "SO2":
             raise ValueError("SO2 acts on pair features; image models take C<n>, D<n> or flip")
-        pair_only = {"vector_filter": vector_filter, "in_place": in_place}
-        given = sorted(k for k, v in pair_only.items() if v is not None)
-        if given:
-            raise ValueError(f"{', '.join(given)} apply to pair features only")
+        if vector_filter is not None:
+            raise ValueError("vector_filter applies to pair features only")
         return
     for key, value in image_only.items():
         if value is not None:
@@ -213,14 +234,14 @@ def _soften_image(
     if softness_pos is not None and not grids:
         raise ValueError(f"softness_pos given but {type(model).__name__} has no token grid")
     b_pos = b if softness_pos is None else check_softness(softness_pos, "softness_pos")
-    for name, module, (side, prefix) in grids:
-        qualified = f"{name}.pos_embed" if name else "pos_embed"
+    for name, module, (attr, side, prefix) in grids:
+        qualified = f"{name}.{attr}" if name else attr
         if pos_embed is False or not _selected(qualified, include, exclude):
             continue
         projector = invariant_projector(
             group, side, b_pos, filter, False, operator, "data", cache_dir, basis
         )
-        soften_token_grid(module, "pos_embed", projector, prefix)
+        soften_token_grid(module, attr, projector, prefix)
         count += 1
     return count
 
@@ -275,8 +296,11 @@ def _move_in_place(model: nn.Module, patterns: tuple[str, ...]) -> None:
         raise ValueError(f"in_place patterns {unused} match no soft tensor of the model")
     for soft in matched:
         parametrization = soft.parametrization
-        if not isinstance(parametrization, (SoftPairMap, SoftPairVectors)):
-            raise ValueError(f"{soft.name}: only pair maps and vectors can be projected in place")
+        if not isinstance(parametrization, (SoftPairMap, SoftPairVectors, SoftTokenGrid)):
+            raise ValueError(
+                f"{soft.name}: only pair maps, pair vectors and positional token grids can be "
+                "projected in place"
+            )
         parametrize.remove_parametrizations(soft.module, soft.attr, leave_parametrized=False)
         project_in_place(soft.module, soft.attr, parametrization)
 

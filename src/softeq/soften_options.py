@@ -11,8 +11,9 @@ is set by default, so softeq's own selection and filtering hold (docs/fidelity.m
   positional-grid filters (rank filters, C_n), instead of softeq's exact SVD (``svd``);
 * ``vector_filter`` (pair models): the filter of biases and pair vectors (the reference's
   invariant vector filter is ``decay``);
-* ``in_place`` (pair models): the model's ``reference_in_place`` tensors are projected in place
-  at every forward call, the reference's way, instead of parametrized.
+* ``in_place`` (pair models, and Hugging Face ViT / DINOv2 classifiers, spec key ``hf``): the
+  model's ``reference_in_place`` tensors (for HF image models the positional grid's patch part)
+  are projected in place at every forward call, the reference's way, instead of parametrized.
 """
 
 from __future__ import annotations
@@ -186,9 +187,15 @@ def check_config_options(backbones: dict[str, Any]) -> None:
                 f"{where}.{image_keys[0]}: applies to image models; {name!r} is a trajectory "
                 f"model (preset {spec['preset']!r}), so it would be ignored"
             )
-        misplaced = [k for k in SoftenOptions.PAIR_KEYS if not pairs and k in (values or {})]
+        hf = "hf" in spec  # HF ViT / DINOv2 name their positional grid for in_place
+        misplaced = [
+            k
+            for k in SoftenOptions.PAIR_KEYS
+            if not pairs and k in (values or {}) and not (k == "in_place" and hf)
+        ]
         if misplaced:
+            also = " and to HF (hf) ViT / DINOv2 classifiers" if misplaced[0] == "in_place" else ""
             raise ValueError(
-                f"{where}.{misplaced[0]}: applies to pair (trajectory) models; {name!r} is an "
-                "image model, so it would be ignored"
+                f"{where}.{misplaced[0]}: applies to pair (trajectory) models{also}; {name!r} is "
+                "an image model, so it would be ignored"
             )

@@ -1,4 +1,5 @@
-"""Classification backbones from timm, described by a small spec (config/config.yaml: backbones).
+"""Classification backbones from timm, described by a small spec (config/config.yaml: backbones);
+specs with an ``hf`` key are transformers checkpoints (softeq.models.hf_classifier).
 
 A spec names a timm architecture, its keyword arguments, the input size the model expects and,
 optionally, pre-trained weights: a timm pretrained tag (downloaded from the Hugging Face hub on a
@@ -28,7 +29,9 @@ __all__ = [
     "build_classifier",
     "cached_weights",
     "host_reachable",
+    "hub_cache_dir",
     "hub_reachable",
+    "parse_channels",
 ]
 
 HUB_HOST = "huggingface.co"
@@ -67,8 +70,8 @@ class BackboneSpec:
             int(spec["input_size"]),
             dict(spec.get("kwargs") or {}),
             spec.get("pretrained"),
-            _channels(spec, "mean", where),
-            _channels(spec, "std", where),
+            parse_channels(spec, "mean", where),
+            parse_channels(spec, "std", where),
         )
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -87,7 +90,7 @@ class BackboneSpec:
 _WEIGHT_FILES = (".safetensors", ".pt", ".pth", ".bin")
 
 
-def _channels(spec: dict[str, Any], key: str, where: str) -> tuple[float, ...] | None:
+def parse_channels(spec: dict[str, Any], key: str, where: str) -> tuple[float, ...] | None:
     """A per-channel (mean or std) triple of the spec, checked."""
     value = spec.get(key)
     if value is None:
@@ -185,7 +188,8 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> nn.Module:
     if not hub_reachable():
         raise PretrainedUnavailable(
             f"pretrained weights {pretrained!r} are not in the local Hugging Face cache "
-            f"({_cache_dir()}) and {HUB_HOST} cannot be reached. On a machine with internet, run "
+            f"({hub_cache_dir()}) and {HUB_HOST} cannot be reached. On a machine with internet, "
+            "run "
             f"`python -c \"import timm; timm.create_model('{pretrained}', pretrained=True)\"` "
             "with the same HF_HOME to fill the cache, then copy it here; or set the backbone's "
             "`pretrained` to a local weights file (.safetensors or a torch state dict)."
@@ -194,16 +198,21 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> nn.Module:
 
 
 def build_classifier(
-    spec: dict[str, Any] | BackboneSpec,
+    spec: dict[str, Any] | BackboneSpec | Any,
     num_classes: int,
     random_init: bool = False,
     drop_path: float = 0.0,
-) -> tuple[BackboneSpec, nn.Module]:
+) -> tuple[Any, nn.Module]:
     """The spec (from its config dict) and the classifier it builds.
 
     ``random_init`` ignores the spec's pretrained weights (the weights come from a checkpoint
-    next); ``drop_path`` sets timm's stochastic-depth rate.
+    next); ``drop_path`` sets timm's stochastic-depth rate.  A spec with an ``hf`` key is a
+    transformers checkpoint (:func:`softeq.models.hf_classifier.hf_classifier`).
     """
+    if (isinstance(spec, dict) and "hf" in spec) or hasattr(spec, "hf"):
+        from softeq.models.hf_classifier import hf_classifier
+
+        return hf_classifier(spec, num_classes, random_init, drop_path)
     if not isinstance(spec, BackboneSpec):
         spec = BackboneSpec.from_dict(spec, "--backbone-spec")
     if random_init:
@@ -213,7 +222,7 @@ def build_classifier(
     return spec, build_backbone(spec, num_classes)
 
 
-def _cache_dir() -> str:
+def hub_cache_dir() -> str:
     """The Hugging Face hub cache, honouring HF_HUB_CACHE / HF_HOME as set now."""
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -235,7 +244,7 @@ def cached_weights(tag: str) -> Path | None:
     if not cfg.hf_hub_id:
         return None
     for filename in ("model.safetensors", "pytorch_model.bin"):
-        hit = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=_cache_dir())
+        hit = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=hub_cache_dir())
         if isinstance(hit, str):
             return Path(hit)
     return None

@@ -196,7 +196,12 @@ class Run:
         )
 
 
-TASK_OF_SPEC = {"timm": "classification", "arch": "segmentation", "preset": "trajectory"}
+TASK_OF_SPEC = {
+    "timm": "classification",
+    "hf": "classification",
+    "arch": "segmentation",
+    "preset": "trajectory",
+}
 DATASETS = {  # dataset family -> task
     "digits": "classification",
     "imagenet": "classification",
@@ -208,7 +213,7 @@ DATASETS = {  # dataset family -> task
 
 
 def task_of(spec: dict[str, Any]) -> str:
-    """The task a backbone spec is for, from its defining key (timm / arch / preset)."""
+    """The task a backbone spec is for, from its defining key (timm / hf / arch / preset)."""
     return next(task for key, task in TASK_OF_SPEC.items() if key in spec)
 
 

@@ -1,0 +1,221 @@
+"""Classification backbones from Hugging Face transformers: the checkpoints the reference code
+fine-tuned (ViT ``google/vit-base-patch16-224``, DINOv2 ``facebook/dinov2-base-imagenet1k-1-layer``,
+ResNet ``microsoft/resnet-50``; docs/fidelity.md), described by a spec with an ``hf`` key.
+
+``AutoModelForImageClassification`` builds the model, so each checkpoint keeps its own head:
+DINOv2's trained linear layer on [CLS, mean of the patch tokens], ViT's on CLS, ResNet's on the
+pooled features.  :class:`HFClassifier` wraps it so that ``forward(images)`` returns the logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from softeq.models.backbones import (
+    HUB_HOST,
+    PretrainedUnavailable,
+    hub_cache_dir,
+    hub_reachable,
+    parse_channels,
+)
+from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["HFBackboneSpec", "HFClassifier", "build_hf_classifier", "hf_classifier"]
+
+_KEYS = ("hf", "input_size", "kwargs", "pretrained", "mean", "std")
+
+
+@dataclass(frozen=True)
+class HFBackboneSpec:
+    """What to build: ``hf`` (a hub name such as ``facebook/dinov2-base-imagenet1k-1-layer``, a
+    local model folder, or a transformers model type such as ``dinov2`` for a config from
+    ``kwargs`` alone), the ``input_size``, ``kwargs`` (config fields) and ``pretrained``.
+
+    ``pretrained``: false / None (random weights from the config of ``hf``), true (the weights
+    of ``hf``), or a local folder / hub name to take the weights (and config) from.
+    """
+
+    hf: str
+    input_size: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool | str | None = None
+    mean: tuple[float, ...] | None = None  # input normalisation; None: ImageNet's
+    std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any], where: str = "backbone") -> HFBackboneSpec:
+        """Parse a config's backbone mapping; unknown or missing keys raise, naming them."""
+        unknown = set(spec) - set(_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        for key in ("hf", "input_size"):
+            if key not in spec:
+                raise ValueError(f"{where}: missing key {key!r}")
+        pretrained = spec.get("pretrained")
+        if pretrained is not None and not isinstance(pretrained, bool | str):
+            raise ValueError(
+                f"{where}.pretrained: expected true, false or a path, got {pretrained!r}"
+            )
+        return cls(
+            str(spec["hf"]),
+            int(spec["input_size"]),
+            dict(spec.get("kwargs") or {}),
+            pretrained,
+            parse_channels(spec, "mean", where),
+            parse_channels(spec, "std", where),
+        )
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the images are normalised with: the spec's, else ImageNet's (what timm
+        resolves for a model without a pretrained config, as the reference's loader does)."""
+        return tuple(self.mean or IMAGENET_MEAN), tuple(self.std or IMAGENET_STD)
+
+    @property
+    def weights(self) -> str | None:
+        """Where the pre-trained weights come from (None: random initialisation)."""
+        if self.pretrained is None or self.pretrained is False:
+            return None
+        return self.hf if self.pretrained is True else str(self.pretrained)
+
+    @property
+    def is_model_type(self) -> bool:
+        """Whether ``hf`` names a transformers model type (``vit``, ``dinov2``, ``resnet``)."""
+        from transformers import CONFIG_MAPPING
+
+        return "/" not in self.hf and not Path(self.hf).exists() and self.hf in CONFIG_MAPPING
+
+
+class HFClassifier(nn.Module):
+    """A transformers image classifier whose ``forward(images)`` returns the logits (B, classes).
+
+    Models that take ``interpolate_pos_encoding`` (ViT) get it, so any input size that is a
+    multiple of the patch size works: the stored positional grid (the config's image_size over
+    the patch size) is resampled to the input's grid, after softeq's filter on the stored grid.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        takes = inspect.signature(model.forward).parameters
+        self._interpolate = "interpolate_pos_encoding" in takes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        kwargs = {"interpolate_pos_encoding": True} if self._interpolate else {}
+        return self.model(pixel_values=images, **kwargs).logits
+
+    def get_classifier(self) -> nn.Module:
+        """The classification head (timm's name for it: the recipe's ``head_epochs`` trains it
+        alone first)."""
+        return self.model.classifier
+
+    @property
+    def reference_in_place(self) -> tuple[str, ...]:
+        """The tensors the reference code filters in place at every forward: the positional
+        embedding of ViT / DINOv2 (its patch part; none for ResNet; docs/fidelity.md)."""
+        return tuple(
+            f"{name}.position_embeddings"
+            for name, module in self.named_modules()
+            if _has_position_grid(module)
+        )
+
+
+def _has_position_grid(module: nn.Module) -> bool:
+    own = dict(module.named_parameters(recurse=False))
+    held = "position_embeddings" in own or parametrize.is_parametrized(
+        module, "position_embeddings"
+    )
+    return held and hasattr(getattr(module, "patch_embeddings", None), "num_patches")
+
+
+def _unavailable(what: str, source: str, how: str, error: Exception) -> PretrainedUnavailable:
+    return PretrainedUnavailable(
+        f"{what} {source!r} are not in the local Hugging Face cache ({hub_cache_dir()}) and "
+        f'{HUB_HOST} cannot be reached. On a machine with internet, run `python -c "from '
+        f"transformers import {how}; {how}.from_pretrained('{source}')\"` with the same HF_HOME "
+        f"to fill the cache, then copy it here; or pass a local model folder. ({error})"
+    )
+
+
+def _from_hub(loader, what: str, how: str, source: str, **kwargs: Any):
+    """``loader(source)`` from a local folder or the cache first (no network), else the hub."""
+    kwargs = {"cache_dir": hub_cache_dir(), **kwargs}
+    try:
+        return loader(source, local_files_only=True, **kwargs)
+    except OSError as offline_error:
+        if Path(source).exists() or not hub_reachable():
+            raise _unavailable(what, source, how, offline_error) from offline_error
+    return loader(source, **kwargs)
+
+
+def build_hf_classifier(spec: HFBackboneSpec, num_classes: int) -> HFClassifier:
+    """The transformers classifier of ``spec`` with ``num_classes`` outputs: pre-trained weights
+    when asked (a head of another size is replaced by a new one), random weights otherwise."""
+    from transformers import AutoModelForImageClassification
+
+    source = spec.weights
+    if source is not None and spec.is_model_type:
+        raise ValueError(
+            f"hf: {spec.hf!r} is a model type, not a checkpoint; set pretrained to false "
+            "or name a hub checkpoint / local folder"
+        )
+    config = _config(spec, source or spec.hf, num_classes)
+    if source is None:
+        return HFClassifier(AutoModelForImageClassification.from_config(config))
+    model = _from_hub(
+        AutoModelForImageClassification.from_pretrained,
+        "pretrained weights",
+        "AutoModelForImageClassification",
+        source,
+        config=config,
+        ignore_mismatched_sizes=True,
+    )
+    return HFClassifier(model)
+
+
+def _config(spec: HFBackboneSpec, source: str, num_classes: int):
+    """The config of ``source`` (or of model type ``spec.hf``) with ``spec.kwargs`` and
+    ``num_classes`` set; a key the config class does not define raises (it would be ignored)."""
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    if spec.is_model_type:
+        config_class = CONFIG_MAPPING[spec.hf]
+    else:
+        config = _from_hub(AutoConfig.from_pretrained, "the config of", "AutoConfig", source)
+        config_class = type(config)
+    defaults = config_class()
+    unknown = sorted(key for key in spec.kwargs if not hasattr(defaults, key))
+    if unknown:
+        hint = " (set the recipe's drop_path to 0 for it)" if "drop_path_rate" in unknown else ""
+        raise ValueError(f"hf: {config_class.__name__} has no field {unknown}{hint}")
+    settings = {**spec.kwargs, "num_labels": num_classes}
+    if spec.is_model_type:
+        return config_class(**settings)
+    for key, value in settings.items():
+        setattr(config, key, value)
+    return config
+
+
+def hf_classifier(
+    spec: dict[str, Any] | HFBackboneSpec,
+    num_classes: int,
+    random_init: bool = False,
+    drop_path: float = 0.0,
+) -> tuple[HFBackboneSpec, HFClassifier]:
+    """The spec (from its config dict) and the classifier it builds; ``random_init`` ignores
+    the pre-trained weights, ``drop_path`` sets the config's ``drop_path_rate`` (DINOv2; a model
+    without stochastic depth, HF ViT or ResNet, raises rather than ignore it)."""
+    if not isinstance(spec, HFBackboneSpec):
+        spec = HFBackboneSpec.from_dict(spec, "--backbone-spec")
+    if random_init:
+        spec = replace(spec, pretrained=None)
+    if drop_path:
+        spec = replace(spec, kwargs={**spec.kwargs, "drop_path_rate": drop_path})
+    model = build_hf_classifier(spec, num_classes)
+    return spec, model
