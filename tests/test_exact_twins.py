@@ -51,10 +51,10 @@ def test_the_switch_is_off_by_default_and_adds_twins_beside_every_row(paper):
         (r.dataset, r.softening.path, r.seed) for r in twins.runs if r.backbone == "resnet50exact"
     }
     assert reference == exact  # the same grid, run both ways
+    with_exact = {name for name, spec in paper["backbones"].items() if "exact" in spec}
+    assert {"transformer", "vitb16", "dinov2b14", "dinov2b14seg"} <= with_exact
     assert len(twins.runs) == len(plain.runs) + sum(
-        1
-        for r in plain.runs
-        if r.backbone in {"transformer", "transformerbase", "resnet50", "segformerb0"}
+        1 for r in plain.runs if r.backbone in with_exact
     )
 
 
@@ -67,6 +67,9 @@ def test_a_twin_drops_the_references_behaviours(paper):
     assert exact["kwargs"]["obs_len"] == 10  # everything else as the reference's row
     assert "soften" not in spec(plan, "resnet50exact")
     assert spec(plan, "resnet50exact")["pretrained"] == spec(plan, "resnet50")["pretrained"]
+    assert spec(plan, "resnet50exact")["input_size"] == 225  # odd at every stride: exact C_4
+    assert spec(plan, "vitb16")["soften"] == {"basis": "schur", "in_place": True}
+    assert "soften" not in spec(plan, "vitb16exact")
 
 
 def test_the_switch_without_any_exact_block_is_an_error(paper):

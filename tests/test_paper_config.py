@@ -122,3 +122,64 @@ def test_the_training_recipes_follow_the_reference_scripts():
     for backbone, value in decay.items():
         recipe = SegRecipe.from_dict(plan.recipe("finetune", "segmentation", backbone))
         assert recipe.weight_decay == value and recipe.decay_all
+
+
+def test_the_classification_and_segmentation_protocol_reaches_the_jobs():
+    """Each docs/fidelity.md option of Tables 1 and 2, through what the jobs receive."""
+    import json
+    from types import SimpleNamespace
+
+    from softeq.engine.classification import Recipe
+    from softeq.engine.evaluation import EvalSettings
+    from softeq.engine.segmentation import SegRecipe
+    from softeq.models.hf_classifier import HFBackboneSpec
+    from softeq.pipeline.plan import Plan
+    from softeq.soften_options import split_backbone_spec
+
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")
+    plan = Plan(config)
+
+    def job_spec(backbone: str) -> dict:
+        return json.loads(plan.backbone_spec(SimpleNamespace(backbone=backbone)))
+
+    checkpoints = {
+        "vitb16": "google/vit-base-patch16-224",
+        "dinov2b14": "facebook/dinov2-base-imagenet1k-1-layer",
+        "resnet50": "microsoft/resnet-50",
+    }
+    for backbone, hub in checkpoints.items():
+        model_spec, options = split_backbone_spec(job_spec(backbone))
+        spec = HFBackboneSpec.from_dict(model_spec)
+        assert (spec.hf, spec.weights, spec.input_size) == (hub, hub, 224)
+        assert options.basis == "schur"
+        assert options.in_place == (backbone != "resnet50")  # ResNet has no positional grid
+        recipe = Recipe.from_dict(plan.recipe("finetune", "classification", backbone))
+        # layer decay and drop path do not reach the reference's transformers models
+        assert recipe.layer_decay is None and recipe.drop_path == 0.0
+        assert recipe.select_epoch and recipe.ema_decay == 0.9999 and recipe.epochs == 15
+        base = Recipe.from_dict(plan.recipe("finetune", "classification", f"{backbone}base"))
+        assert base.epochs == 0  # the reference evaluates its baselines as they are
+        base_spec = HFBackboneSpec.from_dict(split_backbone_spec(job_spec(f"{backbone}base"))[0])
+        assert base_spec.normalization() == spec.normalization()
+    half = ((0.5,) * 3, (0.5,) * 3)
+    assert HFBackboneSpec.from_dict(split_backbone_spec(job_spec("vitb16"))[0]).normalization() == (
+        half
+    )
+    resnet = Recipe.from_dict(plan.recipe("finetune", "classification", "resnet50"))
+    assert (resnet.mixup, resnet.cutmix, resnet.reprob, resnet.auto_augment) == (0, 0, 0, None)
+    assert resnet.warmup_epochs == 5
+    evaluation = EvalSettings.from_dict(
+        json.loads(plan.eval_settings(SimpleNamespace(task="classification", backbone="vitb16")))
+    )
+    assert evaluation.batch_size == 128  # combined_batches in the reference's batches
+    evaluation = EvalSettings.from_dict(
+        json.loads(plan.eval_settings(SimpleNamespace(task="segmentation", backbone="vitb16seg")))
+    )
+    assert evaluation.batch_size == 32  # eq_error_reference in the reference's batches
+    for backbone in ("vitb16seg", "dinov2b14seg", "segformerb0"):
+        assert not SegRecipe.from_dict(plan.recipe("finetune", "segmentation", backbone)).amp
+    dinov2 = job_spec("dinov2b14seg")
+    assert dinov2["image_size"] == 512 and dinov2["kwargs"]["crop_remainder"]
+    assert split_backbone_spec(dinov2)[1].basis is None  # the reference's svd there
+    assert {"vitb16timm", "resnet50timm"} == set(config["figure1"]["backbones"])

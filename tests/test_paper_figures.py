@@ -246,16 +246,18 @@ def test_reported_rows_only_on_request(tmp_path):
     rows = paper_table(csv, "classification", reported=True)
     rep = rows[rows["source"] == "reported (s)"]
     vit = rep[rep["backbone"] == "vitb16"].set_index("setting")
-    assert list(vit.index) == ["reported: base", "reported: ours", "reported: canonicalization"]
-    assert vit.loc["reported: base", "acc"] == 81.67
+    # the reported base row belongs to vitb16base (the checkpoint evaluated without fine-tuning)
+    assert list(vit.index) == ["reported: ours", "reported: canonicalization"]
+    assert REPORTED["classification"][("imagenet", "vitb16base")]["base"]["acc"] == 81.67
     assert (
         vit.loc["reported: ours", "inv_error"]
         == REPORTED["classification"][("imagenet", "vitb16")]["ours"]["inv_error"]
     )
-    # DINOv2 is not in the table, so neither are its reported numbers; reported after ours
-    assert "dinov2b14" not in set(rows["backbone"])
+    # DINOv2 and the base models are not in the table, so neither are their reported numbers;
+    # reported after ours
+    assert not {"dinov2b14", "vitb16base"} & set(rows["backbone"])
     last_vit = rows.index[rows["backbone"] == "vitb16"]
-    assert rows.loc[last_vit, "source"].tolist()[-3:] == ["reported (s)"] * 3
+    assert rows.loc[last_vit, "source"].tolist()[-2:] == ["reported (s)"] * 2
     paths = write_paper_table(csv, "classification", tmp_path / "t1", reported=True)
     assert "reported: canonicalization" in paths[1].read_text()
 
@@ -441,7 +443,7 @@ def test_shipped_reported_numbers_round_trip_into_the_tables(tmp_path):
         row = rows.loc[(n.backbone, f"reported: {n.setting}")]
         assert row[n.metric] == n.value and row["source"] == "reported (s)"
         shown += 1
-    assert shown == 20  # vitb16: 3 settings x 4 metrics, resnet50: 2 x 4
+    assert shown == 12  # vitb16: ours, canonicalization x 4 metrics, resnet50: ours x 4
 
 
 def test_reported_csv_source_column_reaches_the_table(tmp_path):
