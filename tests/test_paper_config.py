@@ -56,6 +56,11 @@ def test_voc_lists_models_softness_and_seeds(runs):
     }
     assert vit == {"rank", "rank-hard"}
     assert {r.softening.filter for r in voc if r.backbone != "vitb16seg"} == {"rank-hard"}
+    assert {r.backbone for r in voc if r.softening.softness_pos == 1.0 == r.softening.softness} == {
+        "vitb16segbase",
+        "dinov2b14seg",
+        "segformerb0",
+    }
 
 
 def test_ethucy_lists_five_scenes(runs):
@@ -118,7 +123,8 @@ def test_the_training_recipes_follow_the_reference_scripts():
         assert Recipe.from_dict(plan.recipe("finetune", "classification", backbone)).lr == 1e-5
     # config/segmentation.yaml:41, 104, 140 and train/seg_trainer.py:103-184: one weight decay
     # for all parameters, 0.01 SegFormer / DINOv2, 0.05 ViT
-    decay = {"segformerb0": 0.01, "dinov2b14seg": 0.01, "vitb16seg": 0.05}
+    # and 0.07 for the soft ViT rows (scripts/run_segmentation_pasvoc.sh:32-36)
+    decay = {"segformerb0": 0.01, "dinov2b14seg": 0.01, "vitb16segbase": 0.05, "vitb16seg": 0.07}
     for backbone, value in decay.items():
         recipe = SegRecipe.from_dict(plan.recipe("finetune", "segmentation", backbone))
         assert recipe.weight_decay == value and recipe.decay_all
