@@ -246,7 +246,13 @@ def test_offline_without_cache_fails_with_instructions(tmp_path, monkeypatch):
     assert "not in the local Hugging Face cache" in message
     assert "from_pretrained" in message
     with pytest.raises(PretrainedUnavailable, match="the config of"):
-        build_classifier(spec, 1000)  # random weights still need the checkpoint's config
+        build_classifier({**spec, "hf": "someone/unknown-model"}, 10)  # needs its config
+    # the reference's checkpoints have a known architecture: random weights build offline
+    # (the projectors stage; a model whose weights come from a softeq checkpoint)
+    _, model = build_classifier(spec, 1000)
+    config = model.model.config
+    assert (config.model_type, config.image_size, config.patch_size) == ("dinov2", 518, 14)
+    assert model.model.dinov2.embeddings.position_embeddings.shape == (1, 1 + 37 * 37, 768)
 
 
 def test_bad_specs_raise_naming_the_problem():

@@ -27,7 +27,13 @@ from softeq.models.backbones import (
 )
 from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["HFBackboneSpec", "HFClassifier", "build_hf_classifier", "hf_classifier"]
+__all__ = [
+    "KNOWN_ARCHITECTURES",
+    "HFBackboneSpec",
+    "HFClassifier",
+    "build_hf_classifier",
+    "hf_classifier",
+]
 
 _KEYS = ("hf", "input_size", "kwargs", "pretrained", "mean", "std")
 
@@ -165,7 +171,7 @@ def build_hf_classifier(spec: HFBackboneSpec, num_classes: int) -> HFClassifier:
             f"hf: {spec.hf!r} is a model type, not a checkpoint; set pretrained to false "
             "or name a hub checkpoint / local folder"
         )
-    config = _config(spec, source or spec.hf, num_classes)
+    config = _config(spec, source or spec.hf, num_classes, offline_ok=source is None)
     if source is None:
         return HFClassifier(AutoModelForImageClassification.from_config(config))
     model = _from_hub(
@@ -179,15 +185,34 @@ def build_hf_classifier(spec: HFBackboneSpec, num_classes: int) -> HFClassifier:
     return HFClassifier(model)
 
 
-def _config(spec: HFBackboneSpec, source: str, num_classes: int):
+KNOWN_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
+    "google/vit-base-patch16-224": ("vit", {}),
+    "facebook/dinov2-base-imagenet1k-1-layer": ("dinov2", {"image_size": 518}),
+    "microsoft/resnet-50": ("resnet", {}),
+}
+"""The reference's checkpoints as (model type, config fields beyond the type's defaults): their
+published configs' architecture, so that random-weight builds (projectors, a model whose weights
+come from a softeq checkpoint) need no download.  The classification head is set per run."""
+
+
+def _config(spec: HFBackboneSpec, source: str, num_classes: int, offline_ok: bool = False):
     """The config of ``source`` (or of model type ``spec.hf``) with ``spec.kwargs`` and
-    ``num_classes`` set; a key the config class does not define raises (it would be ignored)."""
+    ``num_classes`` set; a key the config class does not define raises (it would be ignored).
+    ``offline_ok``: a :data:`KNOWN_ARCHITECTURES` checkpoint that cannot be fetched is built from
+    its known architecture (random weights only)."""
     from transformers import CONFIG_MAPPING, AutoConfig
 
+    config = None
     if spec.is_model_type:
         config_class = CONFIG_MAPPING[spec.hf]
     else:
-        config = _from_hub(AutoConfig.from_pretrained, "the config of", "AutoConfig", source)
+        try:
+            config = _from_hub(AutoConfig.from_pretrained, "the config of", "AutoConfig", source)
+        except PretrainedUnavailable:
+            if not (offline_ok and source in KNOWN_ARCHITECTURES):
+                raise
+            model_type, fields = KNOWN_ARCHITECTURES[source]
+            config = CONFIG_MAPPING[model_type](**fields)
         config_class = type(config)
     defaults = config_class()
     unknown = sorted(key for key in spec.kwargs if not hasattr(defaults, key))
@@ -195,7 +220,7 @@ def _config(spec: HFBackboneSpec, source: str, num_classes: int):
         hint = " (set the recipe's drop_path to 0 for it)" if "drop_path_rate" in unknown else ""
         raise ValueError(f"hf: {config_class.__name__} has no field {unknown}{hint}")
     settings = {**spec.kwargs, "num_labels": num_classes}
-    if spec.is_model_type:
+    if config is None:
         return config_class(**settings)
     for key, value in settings.items():
         setattr(config, key, value)
