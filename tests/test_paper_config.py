@@ -179,10 +179,11 @@ def test_the_classification_and_segmentation_protocol_reaches_the_jobs():
         json.loads(plan.eval_settings(SimpleNamespace(task="classification", backbone="vitb16")))
     )
     assert evaluation.batch_size == 128  # combined_batches in the reference's batches
+    assert evaluation.damp_border  # torchvision's rotation with fill 0, as the reference
     evaluation = EvalSettings.from_dict(
         json.loads(plan.eval_settings(SimpleNamespace(task="segmentation", backbone="vitb16seg")))
     )
-    assert evaluation.batch_size == 32  # eq_error_reference in the reference's batches
+    assert evaluation.batch_size == 32 and evaluation.damp_border  # eq_error_reference
     for backbone in ("vitb16seg", "dinov2b14seg", "segformerb0"):
         assert not SegRecipe.from_dict(plan.recipe("finetune", "segmentation", backbone)).amp
     dinov2 = job_spec("dinov2b14seg")

@@ -216,3 +216,34 @@ def test_reported_numbers_sit_in_the_reference_columns():
     assert len(by_row) == 7
     for values in by_row.values():
         assert values["combined_batches"] < math.sqrt(values["acc"] * values["rot_acc"])
+
+
+def test_damped_rotation_is_torchvisions_rotate_with_a_fill():
+    """The reference rotates with ``TF.rotate(img, angle, BILINEAR, fill=0.0)``
+    (utils/consistency.py:236-241 at 7f5a9e9): the border is damped twice."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 20, 20)
+    angles = [17.0, -30.0, 90.0]
+    ours = rotate_images(x, angles, damp_border=True)
+    for i, angle in enumerate(angles):
+        expected = TF.rotate(x[i], angle, BILINEAR, fill=0.0)
+        torch.testing.assert_close(ours[i], expected, atol=1e-4, rtol=0)
+    single = rotate_images(x, angles)
+    assert (single - ours).abs().max() > 1e-2  # softeq's default pads once
+    with pytest.raises(ValueError, match="bilinear"):
+        rotate_images(x, angles, mode="nearest", damp_border=True)
+
+
+def test_damp_border_reaches_the_evaluations():
+    from softeq.engine.trajectory import evaluate_trajectory
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 4, (8,))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+    data = TensorDataset(x, y)
+    plain = evaluate_classifier(model, data, EvalSettings(sweep=(45.0,)), 0, 16)
+    damped = evaluate_classifier(model, data, EvalSettings(sweep=(45.0,), damp_border=True), 0, 16)
+    assert plain["metrics"]["acc"] == damped["metrics"]["acc"]  # the clean pass is the same
+    assert plain["metrics"]["inv_error"] != damped["metrics"]["inv_error"]
+    with pytest.raises(ValueError, match="not to trajectories"):
+        evaluate_trajectory(model, [None], EvalSettings(damp_border=True), 0)

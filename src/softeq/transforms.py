@@ -94,6 +94,7 @@ def rotate_images(
     angles_deg: torch.Tensor | Sequence[float] | float,
     mode: str = "bilinear",
     fill: float = 0.0,
+    damp_border: bool = False,
 ) -> torch.Tensor:
     """Rotate a batch (N, C, H, W) about the centre, each sample by its own angle, in one call.
 
@@ -101,8 +102,13 @@ def rotate_images(
     ``torch.rot90(x, 1, (2, 3))`` for square images). ``mode`` is ``"bilinear"`` for images or
     ``"nearest"`` for label masks; pixels that read from outside the frame get ``fill`` (for
     bilinear, border pixels blend with ``fill`` exactly as if the image were padded with it).
-    Integer inputs (masks) are rotated in float and returned in their own dtype.
+    ``damp_border`` (bilinear) blends them once more, weighting the zero-padded result by the
+    rotated image of ones as torchvision's ``rotate(..., fill=...)`` does (the reference code's
+    rotation, docs/fidelity.md).  Integer inputs (masks) are rotated in float and returned in
+    their own dtype.
     """
+    if damp_border and mode != "bilinear":
+        raise ValueError("damp_border applies to bilinear rotation only")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if x.ndim != 4:
@@ -112,13 +118,13 @@ def rotate_images(
     grid = _source_grid(n, height, width, angles_deg, x.device, work_dtype)
     src = x.to(work_dtype)
     out = F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=False)
-    if fill != 0.0:
+    if fill != 0.0 or damp_border:
         ones = torch.ones((n, 1, height, width), device=x.device, dtype=work_dtype)
         valid = F.grid_sample(ones, grid, mode=mode, padding_mode="zeros", align_corners=False)
         if mode == "nearest":
             out = torch.where(valid < 0.5, torch.full_like(out, fill), out)
         else:
-            out = out + (1.0 - valid) * fill
+            out = (out * valid if damp_border else out) + (1.0 - valid) * fill
     if not x.is_floating_point():
         out = out.round().to(x.dtype)
     return out

@@ -308,18 +308,19 @@ def evaluate_classifier(
     model.to(device).eval()
     loader = DataLoader(test_set, batch_size=spec.batch(EVAL_BATCH), shuffle=False)
     angles = sample_angles(len(test_set), spec.eval_rot, seed)  # one angle per sample
+    damp = spec.damp_border  # the inputs are normalised: fill 0 is the mean, as the reference's
     meter = ClassificationMeter()
     rot90_kl, sweep_kl, sweep_correct = 0.0, [0.0] * len(spec.sweep), [0] * len(spec.sweep)
     at = 0
     for x, y in tqdm(loader, desc=desc, leave=False):
         x, y = x.to(device), y.to(device)
         logits = model(fit_input(x, input_size))
-        rotated = rotate_images(x, angles[at : at + len(x)].to(device))
+        rotated = rotate_images(x, angles[at : at + len(x)].to(device), damp_border=damp)
         meter.update(logits, model(fit_input(rotated, input_size)), y)
         turned = model(fit_input(torch.rot90(x, 1, (2, 3)), input_size))
         rot90_kl += float(kl_divergence(logits, turned).sum())
         for i, angle in enumerate(spec.sweep):
-            swept = model(fit_input(rotate_images(x, angle), input_size))
+            swept = model(fit_input(rotate_images(x, angle, damp_border=damp), input_size))
             sweep_kl[i] += float(kl_divergence(logits, swept).sum())
             sweep_correct[i] += int((swept.argmax(1) == y).sum())
         at += len(x)

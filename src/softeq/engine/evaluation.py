@@ -40,11 +40,15 @@ class EvalSettings:
     ``batch_size`` None means the task's own default (each evaluate function passes it to
     :meth:`batch`: 256 images for classification, 16 for segmentation, 256 windows for
     trajectories), since one number cannot suit a ViT-B at 518 px and a trajectory window alike.
+    ``damp_border`` rotates the images of the rotated evaluation as the reference code does,
+    torchvision's ``rotate(..., fill=0)`` on the normalised images, whose border pixels are
+    damped twice (:func:`softeq.transforms.rotate_images`, docs/fidelity.md).
     """
 
     eval_rot: float = 30.0
     sweep: tuple[float, ...] = DEFAULT_SWEEP
     batch_size: int | None = None
+    damp_border: bool = False  # rotate images as torchvision's fill does (the reference)
 
     def __post_init__(self) -> None:
         if isinstance(self.sweep, list):

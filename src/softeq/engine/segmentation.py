@@ -251,11 +251,11 @@ def evaluate_segmenter(
             at += len(images)
             continue
         batch_angles = angles[at : at + len(images)].to(device)
-        rot_logits = model(rotate_images(images, batch_angles)).float()
+        rot_logits = model(_rotate_images(model, images, batch_angles, spec)).float()
         rot_masks = _rotate_masks(masks, batch_angles)
         meter.update(logits, masks, rot_logits, rot_masks, batch_angles)
         for angle, sweep_meter in zip(spec.sweep, sweep_meters, strict=True):
-            swept = model(rotate_images(images, angle)).float()
+            swept = model(_rotate_images(model, images, angle, spec)).float()
             sweep_meter.update(logits, masks, swept, _rotate_masks(masks, angle), angle)
         at += len(images)
     metrics = meter.compute()
@@ -266,6 +266,18 @@ def evaluate_segmenter(
             {"angle": float(angle), "eq_error": scores["eq_error"], "miou": scores["rot_miou"]}
         )
     return {"metrics": metrics, "angle_sweep": sweep, "per_class_iou": meter.per_class_iou()}
+
+
+def _rotate_images(model: nn.Module, images: Tensor, angles, spec: EvalSettings) -> Tensor:
+    """Rotated evaluation inputs: fill 0 (black) on the [0, 1] images; with ``damp_border`` the
+    reference's rotation of the normalised images (fill 0 = the model's mean colour, border
+    damped twice)."""
+    if not spec.damp_border:
+        return rotate_images(images, angles)
+    mean = getattr(model, "mean", None)
+    if mean is None:
+        raise ValueError(f"damp_border: {type(model).__name__} has no normalisation mean")
+    return rotate_images(images - mean, angles, damp_border=True) + mean
 
 
 def _rotate_masks(masks: torch.Tensor, angles) -> torch.Tensor:

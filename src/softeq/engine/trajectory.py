@@ -244,6 +244,8 @@ def evaluate_trajectory(
     """
     if len(dataset) == 0:
         raise ValueError(f"{desc}: the evaluation set has no windows")
+    if spec.damp_border:
+        raise ValueError("damp_border applies to rotated images, not to trajectories")
     model.to(device).eval()
     dtype = _dtype(model)
     loader = DataLoader(

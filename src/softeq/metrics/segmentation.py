@@ -132,8 +132,7 @@ def reference_equivariance_error(
     logits = logits.float()
     n, _, height, width = logits.shape
     ones = torch.ones((n, 1, height, width), device=logits.device, dtype=logits.dtype)
-    coverage = rotate_images(ones, angles_deg, mode="bilinear", fill=0.0)
-    turned = rotate_images(logits, angles_deg, mode="bilinear", fill=0.0) * coverage
+    turned = rotate_images(logits, angles_deg, mode="bilinear", damp_border=True)
     kl = kl_divergence(turned, rot_logits.float(), dim=1)
     valid = rotate_images(ones, angles_deg, mode="nearest", fill=0.0)[:, 0] > 0.5
     return (kl * valid).double().sum() / (valid.sum() + 1e-8)
