@@ -143,3 +143,39 @@ def test_embedded_tensors_refuse_a_normalisation(digits):
     spec = BackboneSpec.from_dict({**SPEC, "mean": [0.5, 0.5, 0.5]})
     with pytest.raises(SystemExit, match="stored normalised"):
         stage._split(Namespace(data=str(digits)), spec, "test", False)
+
+
+@pytest.mark.parametrize(("warmup", "warmup_lr"), [(4, 1e-6), (5, 1e-5)])
+def test_epoch_schedule_is_timms_cosine_stepped_per_epoch(warmup, warmup_lr):
+    """The reference's ImageNet schedule (main_imagenet.py, timm's cosine scheduler stepped once
+    an epoch, ``warmup_prefix`` off): ViT / DINOv2 warm up from 1e-6 over 4 epochs, ResNet-50
+    from timm's default 1e-5 over 5; the lr is 1e-5 and the floor 1e-6 for all."""
+    from timm.scheduler import CosineLRScheduler
+
+    recipe = Recipe(
+        epochs=15,
+        lr=1e-5,
+        min_lr=1e-6,
+        warmup_epochs=warmup,
+        schedule="epoch",
+        warmup_lr=warmup_lr,
+    )
+    steps_per_epoch = 3
+    factor = ClassificationHooks(_model(), recipe, 32, 10).lr_factor(steps_per_epoch)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=recipe.lr)
+    timm = CosineLRScheduler(
+        optimizer, t_initial=15, lr_min=1e-6, warmup_t=warmup, warmup_lr_init=warmup_lr
+    )
+    for epoch in range(recipe.epochs):
+        expected = optimizer.param_groups[0]["lr"]
+        for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch):
+            assert recipe.lr * factor(step) == pytest.approx(expected, rel=1e-9), epoch
+        timm.step(epoch + 1)
+
+
+def test_epoch_schedule_options_are_checked():
+    with pytest.raises(SettingError, match="warmup_lr"):
+        Recipe(warmup_lr=1e-6)  # the step schedule has no warmup start
+    with pytest.raises(SettingError, match="whole epochs"):
+        Recipe(schedule="epoch", warmup_epochs=1.5)

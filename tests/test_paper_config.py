@@ -164,6 +164,10 @@ def test_the_classification_and_segmentation_protocol_reaches_the_jobs():
         # layer decay and drop path do not reach the reference's transformers models
         assert recipe.layer_decay is None and recipe.drop_path == 0.0
         assert recipe.select_epoch and recipe.ema_decay == 0.9999 and recipe.epochs == 15
+        assert recipe.schedule == "epoch"  # timm's scheduler, stepped once an epoch
+        assert (recipe.warmup_epochs, recipe.warmup_lr) == (
+            (5, 1e-5) if backbone == "resnet50" else (4, 1e-6)
+        )
         base = Recipe.from_dict(plan.recipe("finetune", "classification", f"{backbone}base"))
         assert base.epochs == 0  # the reference evaluates its baselines as they are
         base_spec = HFBackboneSpec.from_dict(split_backbone_spec(job_spec(f"{backbone}base"))[0])

@@ -27,7 +27,7 @@ from softeq.engine.evaluation import EvalSettings
 from softeq.engine.fingerprint import Fingerprint
 from softeq.engine.loop import TaskHooks, fit
 from softeq.engine.recipe import TrainRecipe
-from softeq.engine.schedule import warmup_cosine
+from softeq.engine.schedule import epoch_cosine, warmup_cosine
 from softeq.metrics.classification import ClassificationMeter
 from softeq.metrics.equivariance import kl_divergence
 from softeq.settings import SettingError, at_least, one_of, positive
@@ -80,6 +80,8 @@ class Recipe(TrainRecipe):
     amp: str = "none"  # "none" or "bf16" autocast
     head_epochs: int = 0  # train only the classifier head first (a linear probe), then all
     select_epoch: bool = False  # keep the epoch of best clean top-1 on the val split (the EMA's)
+    schedule: str = "step"  # lr per optimizer step, or per epoch as timm's scheduler (reference)
+    warmup_lr: float = 0.0  # schedule epoch: the warmup's first lr (timm's warmup_lr)
 
     def check(self) -> None:
         positive(self, "lr")
@@ -92,6 +94,12 @@ class Recipe(TrainRecipe):
             _fraction(self, key)
         _fraction(self, "reprob", closed=True)
         one_of(self, "amp", ("none", "bf16"))
+        one_of(self, "schedule", ("step", "epoch"))
+        at_least(self, "warmup_lr", 0)
+        if self.warmup_lr and self.schedule != "epoch":
+            raise SettingError("warmup_lr", "applies to schedule: epoch (timm's warmup)")
+        if self.schedule == "epoch" and self.warmup_epochs != int(self.warmup_epochs):
+            raise SettingError("warmup_epochs", "must be whole epochs with schedule: epoch")
 
     @property
     def bf16(self) -> bool:
@@ -189,6 +197,11 @@ class ClassificationHooks(TaskHooks):
 
     def lr_factor(self, steps_per_epoch: int) -> Callable[[int], float]:
         recipe = self.recipe
+        if recipe.schedule == "epoch":
+            warmup = round(recipe.warmup_epochs)
+            start, floor = recipe.warmup_lr / recipe.lr, recipe.min_lr / recipe.lr
+            per_epoch = epoch_cosine(warmup, recipe.epochs, start, floor)
+            return lambda step: per_epoch(step // steps_per_epoch)
         warmup = max(1, round(recipe.warmup_epochs * steps_per_epoch))
         return warmup_cosine(warmup, recipe.epochs * steps_per_epoch, recipe.min_lr / recipe.lr)
 

@@ -14,7 +14,14 @@ from torch import nn
 from softeq.engine.checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
 from softeq.engine.fingerprint import Fingerprint
 
-__all__ = ["epoch_seed", "epochs_to_run", "resume", "save_state", "warmup_cosine"]
+__all__ = [
+    "epoch_cosine",
+    "epoch_seed",
+    "epochs_to_run",
+    "resume",
+    "save_state",
+    "warmup_cosine",
+]
 
 
 def warmup_cosine(warmup: int, total: int, floor: float = 0.0) -> Callable[[int], float]:
@@ -27,6 +34,23 @@ def warmup_cosine(warmup: int, total: int, floor: float = 0.0) -> Callable[[int]
             return (step + 1) / warmup
         progress = (step - warmup) / max(total - warmup, 1)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def epoch_cosine(
+    warmup: int, total: int, warmup_floor: float = 0.0, floor: float = 0.0
+) -> Callable[[int], float]:
+    """LR factor per *epoch* as timm's ``CosineLRScheduler`` stepped once an epoch (no warmup
+    prefix): linear from ``warmup_floor`` over ``warmup`` epochs, then the cosine of the whole
+    run, ``floor + (1 - floor) (1 + cos(pi e / total)) / 2`` (the reference's ImageNet
+    schedule, docs/fidelity.md)."""
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup:
+            return warmup_floor + epoch * (1 - warmup_floor) / warmup
+        progress = min(epoch / max(total, 1), 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 
