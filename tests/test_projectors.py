@@ -173,3 +173,17 @@ def test_cache_shares_one_object_per_key_and_disk_cache(tmp_path):
     c = invariant_projector("C18", 5, 0.5, cache_dir=tmp_path)  # read back, not rebuilt
     assert c is not b
     np.testing.assert_array_equal(c.matrix, b.matrix)
+
+
+@pytest.mark.parametrize("method", ["schur", "dense"])
+@pytest.mark.parametrize(("group", "name", "b"), [("SO2", "decay", 0.5), ("C6", "shrink", 0.3)])
+def test_apply_columns_projects_each_column_as_a_vector_map(method, group, name, b):
+    """Biases and positional-encoding rows: one product equals P_b of each (d, 1) map."""
+    out_gens = pair_generators(group, PairRep.vectors(6))
+    trivial = [np.zeros((1, 1)) for _ in out_gens]
+    projector = equivariant_projector(group, trivial, out_gens, b, name, method=method)
+    columns = torch.randn(6, 5, dtype=torch.float64)
+    each = torch.cat([projector.apply(columns[:, i : i + 1]) for i in range(5)], dim=1)
+    torch.testing.assert_close(projector.apply_columns(columns), each, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="apply_columns"):
+        projector.apply_columns(columns[:4])

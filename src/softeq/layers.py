@@ -99,8 +99,7 @@ class SoftPairVectors(SoftParametrization):
 
     def forward(self, vectors: Tensor) -> Tensor:
         rows = vectors.reshape(-1, vectors.shape[-1])
-        out = torch.stack([self.projector.apply(row[:, None])[:, 0] for row in rows])
-        return out.reshape(vectors.shape)
+        return self.projector.apply_columns(rows.T).T.reshape(vectors.shape)
 
 
 def _register(module: nn.Module, name: str, parametrization: SoftParametrization) -> nn.Module:

@@ -185,6 +185,21 @@ class EquivariantProjector(Projector):
         swapped = t["zj_out"].T @ weight @ t["zj_in"]
         return t["z_out"] @ (t["alpha"] * rotated + t["beta"] * swapped) @ t["z_in"].T
 
+    def apply_columns(self, columns: Tensor) -> Tensor:
+        """P_b of every column of ``columns`` (d_out, n), each a map (d_out, 1): vectors such as
+        biases or the rows of a positional encoding, in one product."""
+        if self.shape[1] != 1 or columns.ndim != 2 or columns.shape[0] != self.shape[0]:
+            raise ValueError(
+                f"apply_columns needs a (d, 1) projector and columns (d, n); got {self.shape} "
+                f"and {tuple(columns.shape)}"
+            )
+        t = self.tensors(columns.device, columns.dtype)
+        if self.method == "dense":  # vec of a (d, 1) map is the column itself
+            return t["matrix"] @ columns
+        rotated = t["z_out"].T @ columns * t["z_in"]  # z_in, zj_in: 1 x 1
+        swapped = t["zj_out"].T @ columns * t["zj_in"]
+        return t["z_out"] @ (t["alpha"] * rotated + t["beta"] * swapped) * t["z_in"]
+
     def residual(self, weight: Tensor | np.ndarray) -> float:
         """||L vec(W)|| = sqrt(sum over generators of ||W D_X - D_Y W||_F^2)."""
         w = torch.as_tensor(weight).detach().double().cpu().numpy()
