@@ -4,6 +4,8 @@ one leave-one-scene-out fold; the dataset name is ``<family>-<scene>`` (e.g. ``e
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +43,30 @@ def _manifest(path: str) -> dict[str, Any]:
     return read_manifest(path, "trajectories")
 
 
+@functools.lru_cache(maxsize=6)
+def _windows(manifest_json: str, scene: str, split: str, obs_len: int, pred_len: int):
+    """One split of a fold, read once per job (the model's width and the training both need
+    it); the manifest comes as JSON so that it can key the cache."""
+    from softeq.data.eth_ucy import TrajectoryDataset
+
+    manifest = json.loads(manifest_json)
+    options = {k: manifest[k] for k in ("min_agents", "skip") if k in manifest}
+    return TrajectoryDataset.from_manifest(manifest, scene, split, obs_len, pred_len, **options)
+
+
+def _split(manifest: dict[str, Any], scene: str, split: str, obs_len: int, pred_len: int):
+    return _windows(json.dumps(manifest, sort_keys=True), scene, split, obs_len, pred_len)
+
+
 def fold_max_agents(manifest: dict[str, Any], scene: str, obs_len: int, pred_len: int) -> int:
     """The most agents of one window over the fold's train, val and test splits: the width a
     scene model pads every window to (the reference's global max_people, docs/fidelity.md)."""
-    from softeq.data.eth_ucy import SPLITS, TrajectoryDataset
+    from softeq.data.eth_ucy import SPLITS
 
-    options = {k: manifest[k] for k in ("min_agents", "skip") if k in manifest}
-    sizes = [
-        max((len(w) for w in data.windows), default=0)
-        for data in (
-            TrajectoryDataset.from_manifest(manifest, scene, split, obs_len, pred_len, **options)
-            for split in SPLITS
-        )
-    ]
-    return max(sizes)
+    return max(
+        max((len(w) for w in _split(manifest, scene, split, obs_len, pred_len).windows), default=0)
+        for split in SPLITS
+    )
 
 
 def job_model(
@@ -84,12 +96,7 @@ def job_model(
 def job_split(manifest: dict, scene: str, split: str, model: nn.Module):
     """The windows of one scene's split that a job reads: the manifest's verified files, with
     the model's observation and prediction lengths and the manifest's windowing protocol."""
-    from softeq.data.eth_ucy import TrajectoryDataset
-
-    options = {k: manifest[k] for k in ("min_agents", "skip") if k in manifest}
-    return TrajectoryDataset.from_manifest(
-        manifest, scene, split, model.obs_len, model.pred_len, **options
-    )
+    return _split(manifest, scene, split, model.obs_len, model.pred_len)
 
 
 def _scene(dataset: str) -> str:
