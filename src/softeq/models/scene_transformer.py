@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from softeq.layers import PairGate
 from softeq.models.registry import register_model
-from softeq.models.trajectory import CausalSelfAttention, PairDropout
+from softeq.models.trajectory import CausalSelfAttention, PairDropout, TrajectoryConfig
 
 __all__ = [
     "REFERENCE_IN_PLACE",
@@ -99,25 +99,28 @@ class _DecoderLayer(nn.Module):
 
 
 @dataclass(frozen=True)
-class SceneConfig:
-    """Architecture of a :class:`SceneTransformer` (config: a backbone's ``kwargs``)."""
+class SceneConfig(TrajectoryConfig):
+    """Architecture of a :class:`SceneTransformer` (config: a backbone's ``kwargs``): the
+    per-agent model's fields, and the scene's."""
 
-    max_agents: int = 0  # 0: the fold's largest window (set by the trajectory stage)
     obs_len: int = 10
     pred_len: int = 10
-    d_model: int = 128
-    layers: int = 4
-    heads: int = 4
-    ffn: int = 512
-    dropout: float = 0.1
-    equivariant_ready: bool = True
+    max_agents: int = 0  # 0: the fold's largest window (set by the trajectory stage)
     teacher_forcing: str = "shifted"
     pair_dropout: bool = True  # drop whole (x, y) pairs; False: element-wise (the reference)
 
 
 SCENE_PRESETS: dict[str, SceneConfig] = {
-    "reference-filtered": SceneConfig(0, 10, 10, 128, 4, 4, 512, 0.1, True),
-    "reference-nonequivariant": SceneConfig(0, 8, 12, 256, 8, 8, 1024, 0.1, False),
+    "reference-filtered": SceneConfig(obs_len=10, pred_len=10),
+    "reference-nonequivariant": SceneConfig(
+        obs_len=8,
+        pred_len=12,
+        d_model=256,
+        layers=8,
+        heads=8,
+        ffn=1024,
+        equivariant_ready=False,
+    ),
 }
 """The reference's two trajectory configs (docs/fidelity.md)."""
 
