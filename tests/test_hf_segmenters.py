@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import softeq
+from softeq.engine.segmentation import SegRecipe, param_groups
 from softeq.layers import iter_soft
 from softeq.models import hf_classifier as hf_module
 from softeq.models.backbones import PretrainedUnavailable
@@ -133,6 +134,19 @@ def test_in_place_grid_after_k_forwards_is_p_to_the_k(arch, kwargs, size, side):
         torch.testing.assert_close(now[:, 1:], expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(now[:, :1], original[:, :1], atol=0, rtol=0)
     assert float((expected - projector.apply_tokens(original[:, 1:])).abs().max()) > 1e-4
+
+
+def test_the_positional_grid_is_not_decayed_by_default():
+    model = softeq.soften(build("dinov2_hf", DINO, 20), "C4", 0.5)
+    for decay_all, expected in ((False, 0.0), (True, 0.05)):
+        recipe = SegRecipe(weight_decay=0.05, decay_all=decay_all)
+        groups = {g["name"]: g for g in param_groups(model, recipe)}
+        grid = model.backbone.embeddings.parametrizations.position_embeddings.original
+        cls = model.backbone.embeddings.cls_token
+        no_decay = groups["backbone_no_decay"]
+        assert no_decay["weight_decay"] == expected
+        assert any(p is grid for p in no_decay["params"])
+        assert any(p is cls for p in no_decay["params"])
 
 
 def test_crop_remainder_drops_the_last_pixels_as_the_reference():
