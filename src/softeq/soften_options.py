@@ -11,9 +11,10 @@ is set by default, so softeq's own selection and filtering hold (docs/fidelity.m
   positional-grid filters (rank filters, C_n), instead of softeq's exact SVD (``svd``);
 * ``vector_filter`` (pair models): the filter of biases and pair vectors (the reference's
   invariant vector filter is ``decay``);
-* ``in_place`` (pair models, and Hugging Face ViT / DINOv2 classifiers, spec key ``hf``): the
-  model's ``reference_in_place`` tensors (for HF image models the positional grid's patch part)
-  are projected in place at every forward call, the reference's way, instead of parametrized.
+* ``in_place`` (pair models, Hugging Face ViT / DINOv2 classifiers, spec key ``hf``, and the
+  segmenters :data:`IN_PLACE_SEGMENTERS`): the model's ``reference_in_place`` tensors (for HF
+  image models the positional grid's patch part) are projected in place at every forward call,
+  the reference's way, instead of parametrized.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "IN_PLACE_SEGMENTERS",
     "SPEC_KEY",
     "SkipSmallKernels",
     "SoftenOptions",
@@ -38,6 +40,10 @@ __all__ = [
 
 SPEC_KEY = "soften"
 """The key of a backbone spec that holds its softening options."""
+
+IN_PLACE_SEGMENTERS = ("vit_hf", "dinov2_hf")
+"""Segmenter archs whose positional grid the reference filters in place (transformers ViT /
+DINOv2, :mod:`softeq.models.seg_hf_vit`); the timm ``vit`` / ``dinov2`` have none to name."""
 
 
 def _check_keys(values: Any, known: tuple[str, ...], where: str) -> dict[str, Any]:
@@ -187,14 +193,19 @@ def check_config_options(backbones: dict[str, Any]) -> None:
                 f"{where}.{image_keys[0]}: applies to image models; {name!r} is a trajectory "
                 f"model (preset {spec['preset']!r}), so it would be ignored"
             )
-        hf = "hf" in spec  # HF ViT / DINOv2 name their positional grid for in_place
+        # HF ViT / DINOv2 (classifiers, segmenters) name their positional grid for in_place
+        hf = "hf" in spec or spec.get("arch") in IN_PLACE_SEGMENTERS
         misplaced = [
             k
             for k in SoftenOptions.PAIR_KEYS
             if not pairs and k in (values or {}) and not (k == "in_place" and hf)
         ]
         if misplaced:
-            also = " and to HF (hf) ViT / DINOv2 classifiers" if misplaced[0] == "in_place" else ""
+            also = (
+                f" and to HF (hf) ViT / DINOv2 classifiers and segmenters {IN_PLACE_SEGMENTERS}"
+                if misplaced[0] == "in_place"
+                else ""
+            )
             raise ValueError(
                 f"{where}.{misplaced[0]}: applies to pair (trajectory) models{also}; {name!r} is "
                 "an image model, so it would be ignored"

@@ -45,7 +45,16 @@ __all__ = [
 
 SELECT_METRICS = ("miou", "rot_miou", "combined", "pixel_acc")
 EVAL_BATCH = 16  # images per evaluation batch unless the evaluation settings say otherwise
-_NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "dist_token", "mask_token", "pos_block")
+_NO_DECAY_NAMES = (
+    "pos_embed",
+    "cls_token",
+    "reg_token",
+    "dist_token",
+    "mask_token",
+    "pos_block",
+    "position_embeddings",  # transformers ViT / DINOv2 (vit_hf, dinov2_hf)
+    "register_tokens",
+)
 
 
 @dataclass(frozen=True)

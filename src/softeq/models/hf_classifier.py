@@ -32,7 +32,9 @@ __all__ = [
     "HFBackboneSpec",
     "HFClassifier",
     "build_hf_classifier",
+    "from_hub",
     "hf_classifier",
+    "hf_config",
 ]
 
 _KEYS = ("hf", "input_size", "kwargs", "pretrained", "mean", "std")
@@ -149,7 +151,7 @@ def _unavailable(what: str, source: str, how: str, error: Exception) -> Pretrain
     )
 
 
-def _from_hub(loader, what: str, how: str, source: str, **kwargs: Any):
+def from_hub(loader, what: str, how: str, source: str, **kwargs: Any) -> Any:
     """``loader(source)`` from a local folder or the cache first (no network), else the hub."""
     kwargs = {"cache_dir": hub_cache_dir(), **kwargs}
     try:
@@ -171,10 +173,10 @@ def build_hf_classifier(spec: HFBackboneSpec, num_classes: int) -> HFClassifier:
             f"hf: {spec.hf!r} is a model type, not a checkpoint; set pretrained to false "
             "or name a hub checkpoint / local folder"
         )
-    config = _config(spec, source or spec.hf, num_classes, offline_ok=source is None)
+    config = hf_config(spec, source or spec.hf, num_classes, offline_ok=source is None)
     if source is None:
         return HFClassifier(AutoModelForImageClassification.from_config(config))
-    model = _from_hub(
+    model = from_hub(
         AutoModelForImageClassification.from_pretrained,
         "pretrained weights",
         "AutoModelForImageClassification",
@@ -188,18 +190,22 @@ def build_hf_classifier(spec: HFBackboneSpec, num_classes: int) -> HFClassifier:
 KNOWN_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     "google/vit-base-patch16-224": ("vit", {}),
     "facebook/dinov2-base-imagenet1k-1-layer": ("dinov2", {"image_size": 518}),
+    "facebook/dinov2-base": ("dinov2", {"image_size": 518}),  # the segmentation backbone
     "microsoft/resnet-50": ("resnet", {}),
 }
 """The reference's checkpoints as (model type, config fields beyond the type's defaults): their
 published configs' architecture, so that random-weight builds (projectors, a model whose weights
-come from a softeq checkpoint) need no download.  The classification head is set per run."""
+come from a softeq checkpoint) need no download.  The classification head is set per run (the
+segmenters of :mod:`softeq.models.seg_hf_vit` use the backbones alone)."""
 
 
-def _config(spec: HFBackboneSpec, source: str, num_classes: int, offline_ok: bool = False):
+def hf_config(
+    spec: HFBackboneSpec, source: str, num_classes: int | None, offline_ok: bool = False
+) -> Any:
     """The config of ``source`` (or of model type ``spec.hf``) with ``spec.kwargs`` and
-    ``num_classes`` set; a key the config class does not define raises (it would be ignored).
-    ``offline_ok``: a :data:`KNOWN_ARCHITECTURES` checkpoint that cannot be fetched is built from
-    its known architecture (random weights only)."""
+    ``num_classes`` (None: left as is) set; a key the config class does not define raises (it
+    would be ignored).  ``offline_ok``: a :data:`KNOWN_ARCHITECTURES` checkpoint that cannot be
+    fetched is built from its known architecture (random weights only)."""
     from transformers import CONFIG_MAPPING, AutoConfig
 
     config = None
@@ -207,7 +213,7 @@ def _config(spec: HFBackboneSpec, source: str, num_classes: int, offline_ok: boo
         config_class = CONFIG_MAPPING[spec.hf]
     else:
         try:
-            config = _from_hub(AutoConfig.from_pretrained, "the config of", "AutoConfig", source)
+            config = from_hub(AutoConfig.from_pretrained, "the config of", "AutoConfig", source)
         except PretrainedUnavailable:
             if not (offline_ok and source in KNOWN_ARCHITECTURES):
                 raise
@@ -219,7 +225,8 @@ def _config(spec: HFBackboneSpec, source: str, num_classes: int, offline_ok: boo
     if unknown:
         hint = " (set the recipe's drop_path to 0 for it)" if "drop_path_rate" in unknown else ""
         raise ValueError(f"hf: {config_class.__name__} has no field {unknown}{hint}")
-    settings = {**spec.kwargs, "num_labels": num_classes}
+    labels = {} if num_classes is None else {"num_labels": num_classes}
+    settings = {**spec.kwargs, **labels}
     if config is None:
         return config_class(**settings)
     for key, value in settings.items():

@@ -20,6 +20,7 @@ BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "classification": ("softeq.models.backbones",),
     "segmentation": (
         "softeq.models.seg_vit",
+        "softeq.models.seg_hf_vit",
         "softeq.models.segformer_hf",
         "softeq.models.segformer_mmseg",
     ),

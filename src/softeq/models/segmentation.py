@@ -5,6 +5,8 @@ Three backends, one module each, registered by architecture name in
 
 * ``vit`` / ``dinov2`` (:mod:`softeq.models.seg_vit`) — a timm ViT / DeiT / DINOv2 backbone, its
   patch tokens as a feature grid, a linear (1 x 1 conv) head and bilinear upsampling;
+* ``vit_hf`` / ``dinov2_hf`` (:mod:`softeq.models.seg_hf_vit`) — the reference code's: the same
+  head on a transformers ``ViTModel`` / ``Dinov2Model`` that keeps its stored positional grid;
 * ``segformer`` / ``segformer_hf`` (:mod:`softeq.models.segformer_hf`) — Hugging Face
   ``SegformerForSemanticSegmentation`` (the paper's model), or MiT-b0 with random weights offline;
 * ``segformer_mmseg`` (:mod:`softeq.models.segformer_mmseg`) — mmsegmentation 1.2.2's SegFormer
@@ -83,7 +85,8 @@ def build_segmenter(
 
     Args:
         kind: a registered architecture (:func:`segmenter_kinds`): ``vit`` / ``dinov2`` (timm
-            backbone + linear head), ``segformer`` or ``segformer_hf`` (Hugging Face),
+            backbone + linear head), ``vit_hf`` / ``dinov2_hf`` (transformers backbone + linear
+            head), ``segformer`` or ``segformer_hf`` (Hugging Face),
             ``segformer_mmseg`` (mmsegmentation 1.2.2).
         num_classes: output classes (VOC: 21).
         image_size: the square training / evaluation size (ViTs size their token grid by it).
@@ -91,9 +94,11 @@ def build_segmenter(
             hub name such as ``nvidia/segformer-b0-finetuned-ade-512-512`` or a local folder
             (HF), a checkpoint file or URL (mmseg). Raises :class:`PretrainedUnavailable` when it
             cannot be had.
-        kwargs: ``backbone`` (timm name) and ``backbone_kwargs`` for ViTs; ``config`` (dict of
-            ``SegformerConfig`` fields) for HF; ``variant`` (``mit-b0``), ``config`` (an mmseg
-            config file) and ``sync_bn`` (keep SyncBN; default False: BN) for mmseg.
+        kwargs: ``backbone`` (timm name) and ``backbone_kwargs`` for timm ViTs; ``hf`` (the
+            architecture when ``pretrained`` is None) and ``config`` for ``vit_hf`` /
+            ``dinov2_hf``; ``config`` (dict of ``SegformerConfig`` fields) for HF SegFormer;
+            ``variant`` (``mit-b0``), ``config`` (an mmseg config file) and ``sync_bn`` (keep
+            SyncBN; default False: BN) for mmseg.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
