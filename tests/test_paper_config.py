@@ -192,5 +192,11 @@ def test_the_classification_and_segmentation_protocol_reaches_the_jobs():
         assert not SegRecipe.from_dict(plan.recipe("finetune", "segmentation", backbone)).amp
     dinov2 = job_spec("dinov2b14seg")
     assert dinov2["image_size"] == 512 and dinov2["kwargs"]["crop_remainder"]
-    assert split_backbone_spec(dinov2)[1].basis is None  # the reference's svd there
+    assert (dinov2["arch"], dinov2["pretrained"]) == ("dinov2_hf", "facebook/dinov2-base")
+    options = split_backbone_spec(dinov2)[1]
+    assert options.basis is None and options.in_place  # the reference's svd there; in place
+    vit = job_spec("vitb16seg")
+    assert (vit["arch"], vit["pretrained"]) == ("vit_hf", "google/vit-base-patch16-224")
+    options = split_backbone_spec(vit)[1]
+    assert options.basis == "schur" and options.in_place
     assert {"vitb16timm", "resnet50timm"} == set(config["figure1"]["backbones"])

@@ -102,10 +102,10 @@ def paper() -> dict:
             RULE,
             r"config key backbones\.transformer\.soften\.skip_small_kernels: .*trajectory model",
         ),
-        (
-            "resnet50",
+        (  # a timm ViT names no positional grid for in-place filtering (the hf ones do)
+            "vitb16timm",
             {"in_place": True},
-            r"config key backbones\.resnet50\.soften\.in_place: applies to pair",
+            r"config key backbones\.vitb16timm\.soften\.in_place: applies to pair",
         ),
         (
             "transformer",
