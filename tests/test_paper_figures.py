@@ -407,6 +407,10 @@ def test_filter_ablation_compares_at_equal_softness(tmp_path):
     assert list(df["mask"]) == ["smooth (exp tail)", "hard (0/1)"]
     assert df["miou"].tolist() == pytest.approx([74.78, 73.92])
     assert "hard (0/1)" in paths[1].read_text() and "rank-hard" in paths[2].read_text()
+    assert "eq. error, reference" not in paths[1].read_text()  # no summary holds it
+    rows[0]["eq_error_reference"], rows[1]["eq_error_reference"] = 0.1112, 0.1174
+    paths = write_filter_ablation(_summary(tmp_path, "segmentation_voc", rows), tmp_path / "abl")
+    assert "eq. error, reference" in paths[1].read_text()  # the reported Table 7's convention
     with pytest.raises(ValueError, match="two or more filters"):
         write_filter_ablation(_summary(tmp_path, "one", rows[2:]), tmp_path / "none")
 

@@ -28,6 +28,7 @@ from softeq.results.columns import (
     fmt_b,
     numeric,
     read_summaries,
+    shown_columns,
     value_names,
 )
 from softeq.results.reported import reported_numbers
@@ -99,7 +100,10 @@ def write_filter_ablation(
     """Write the hard-vs-soft filter ablation (:func:`filter_ablation`) as .csv, .md and .tex."""
     rows = filter_ablation(summary_csv)
     task = rows["task"].iloc[0]
-    columns = COLUMNS[task][:4] if task != "trajectory" else COLUMNS[task][:3]
+    if task == "trajectory":
+        columns = COLUMNS[task][:3]
+    else:  # the metrics, with the reference's conventions where the summaries hold them
+        columns = tuple(c for c in shown_columns(task, rows) if c.name != "epoch")
     md_header = ["dataset", "backbone", "group", "b", "pos", "filter", "mask", "seeds"]
     md_header += [c.md for c in columns]
     tex_header = ["Dataset", "Backbone", "Group", "$b$", "Pos.", "Filter", "Mask", "Seeds"]
