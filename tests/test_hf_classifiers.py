@@ -13,7 +13,7 @@ from softeq.layers import iter_soft
 from softeq.models import build_classifier
 from softeq.models import hf_classifier as hf_module
 from softeq.models.backbones import PretrainedUnavailable
-from softeq.models.hf_classifier import HFBackboneSpec, HFClassifier, hf_classifier
+from softeq.models.hf_classifier import HFBackboneSpec, HFClassifier
 from softeq.pipeline import ConfigError, validate_config
 from softeq.projectors import invariant_projector
 from softeq.soften_options import SoftenOptions, check_config_options
@@ -228,9 +228,9 @@ def test_pretrained_loads_from_the_hf_cache_without_network(tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(hf_module, "hub_reachable", lambda: pytest.fail("went online"))
     spec = HFBackboneSpec("facebook/tiny-dinov2-test", 20, {}, True)
-    _, model = hf_classifier(spec, 5)
+    _, model = build_classifier(spec, 5)
     torch.testing.assert_close(model.model.classifier.weight, reference.model.classifier.weight)
-    _, fresh = hf_classifier(spec, 5, random_init=True)  # the config from the cache
+    _, fresh = build_classifier(spec, 5, random_init=True)  # the config from the cache
     assert fresh.model.config.image_size == 32
 
 

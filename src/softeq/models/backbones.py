@@ -209,17 +209,18 @@ def build_classifier(
     next); ``drop_path`` sets timm's stochastic-depth rate.  A spec with an ``hf`` key is a
     transformers checkpoint (:func:`softeq.models.hf_classifier.hf_classifier`).
     """
+    spec_class, build = BackboneSpec, build_backbone
     if (isinstance(spec, dict) and "hf" in spec) or hasattr(spec, "hf"):
-        from softeq.models.hf_classifier import hf_classifier
+        from softeq.models.hf_classifier import HFBackboneSpec, build_hf_classifier
 
-        return hf_classifier(spec, num_classes, random_init, drop_path)
-    if not isinstance(spec, BackboneSpec):
-        spec = BackboneSpec.from_dict(spec, "--backbone-spec")
+        spec_class, build = HFBackboneSpec, build_hf_classifier
+    if not isinstance(spec, spec_class):
+        spec = spec_class.from_dict(spec, "--backbone-spec")
     if random_init:
         spec = replace(spec, pretrained=None)
-    if drop_path:
+    if drop_path:  # a transformers config without the field raises (hf_config)
         spec = replace(spec, kwargs={**spec.kwargs, "drop_path_rate": drop_path})
-    return spec, build_backbone(spec, num_classes)
+    return spec, build(spec, num_classes)
 
 
 def hub_cache_dir() -> str:

@@ -10,7 +10,7 @@ pooled features.  :class:`HFClassifier` wraps it so that ``forward(images)`` ret
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ __all__ = [
     "HFClassifier",
     "build_hf_classifier",
     "from_hub",
-    "hf_classifier",
     "hf_config",
 ]
 
@@ -232,22 +231,3 @@ def hf_config(
     for key, value in settings.items():
         setattr(config, key, value)
     return config
-
-
-def hf_classifier(
-    spec: dict[str, Any] | HFBackboneSpec,
-    num_classes: int,
-    random_init: bool = False,
-    drop_path: float = 0.0,
-) -> tuple[HFBackboneSpec, HFClassifier]:
-    """The spec (from its config dict) and the classifier it builds; ``random_init`` ignores
-    the pre-trained weights, ``drop_path`` sets the config's ``drop_path_rate`` (DINOv2; a model
-    without stochastic depth, HF ViT or ResNet, raises rather than ignore it)."""
-    if not isinstance(spec, HFBackboneSpec):
-        spec = HFBackboneSpec.from_dict(spec, "--backbone-spec")
-    if random_init:
-        spec = replace(spec, pretrained=None)
-    if drop_path:
-        spec = replace(spec, kwargs={**spec.kwargs, "drop_path_rate": drop_path})
-    model = build_hf_classifier(spec, num_classes)
-    return spec, model
