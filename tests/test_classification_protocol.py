@@ -137,12 +137,24 @@ def test_image_files_are_normalised_with_the_backbone_statistics(tmp_path):
     expected = (torch.tensor([128, 64, 32]) / 255 - 0.5) / torch.tensor([0.25, 0.5, 1.0])
     torch.testing.assert_close(x.mean(dim=(1, 2)), expected, atol=2e-3, rtol=0)
     assert json.loads(manifest.read_text())["classes"] == ["a"]
+    # the resize interpolation of each split (the reference: bicubic, random for training)
+    spec = BackboneSpec.from_dict(
+        {**SPEC, "interpolation": "bicubic", "train_interpolation": "random"}
+    )
+    test = stage._split(args, spec, "test", False).inner.transform.transforms
+    assert [t.interpolation.value for t in test if hasattr(t, "interpolation")] == ["bicubic"]
+    train = stage._split(args, spec, "train", True).inner.transform.transforms
+    crop = next(t for t in train if type(t).__name__ == "RandomResizedCropAndInterpolation")
+    assert {mode.value for mode in crop.interpolation} == {"bilinear", "bicubic"}  # random
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        BackboneSpec.from_dict({**SPEC, "interpolation": "random"})  # not for evaluation
 
 
-def test_embedded_tensors_refuse_a_normalisation(digits):
-    spec = BackboneSpec.from_dict({**SPEC, "mean": [0.5, 0.5, 0.5]})
-    with pytest.raises(SystemExit, match="stored normalised"):
-        stage._split(Namespace(data=str(digits)), spec, "test", False)
+def test_embedded_tensors_refuse_image_file_settings(digits):
+    for extra in ({"mean": [0.5, 0.5, 0.5]}, {"interpolation": "bicubic"}):
+        spec = BackboneSpec.from_dict({**SPEC, **extra})
+        with pytest.raises(SystemExit, match=f"{next(iter(extra))} apply to image files"):
+            stage._split(Namespace(data=str(digits)), spec, "test", False)
 
 
 @pytest.mark.parametrize(("warmup", "warmup_lr"), [(4, 1e-6), (5, 1e-5)])

@@ -172,6 +172,10 @@ def test_the_classification_and_segmentation_protocol_reaches_the_jobs():
         assert base.epochs == 0  # the reference evaluates its baselines as they are
         base_spec = HFBackboneSpec.from_dict(split_backbone_spec(job_spec(f"{backbone}base"))[0])
         assert base_spec.normalization() == spec.normalization()
+        # timm's transforms as the reference resolves them: bicubic, random training crops
+        assert spec.image_transform(train=False)["interpolation"] == "bicubic"
+        assert spec.image_transform(train=True)["interpolation"] == "random"
+        assert base_spec.image_transform(train=False) == spec.image_transform(train=False)
     half = ((0.5,) * 3, (0.5,) * 3)
     assert HFBackboneSpec.from_dict(split_backbone_spec(job_spec("vitb16"))[0]).normalization() == (
         half

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -15,13 +16,13 @@ def load_classification(
     input_size: int,
     train: bool,
     auto_augment: str | None = None,
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    image_transform: dict[str, Any] | None = None,
 ) -> Dataset:
     """``split`` of the dataset at ``path``: an embedded ``.safetensors`` file or a manifest.
 
     ``auto_augment`` (a timm RandAugment string) works on images, not on embedded tensors;
-    ``normalization`` (mean, std) applies to images (None: ImageNet's); the embedded tensors
-    are stored normalised.
+    ``image_transform`` (``mean``, ``std``, ``interpolation``) applies to images (None: ImageNet's
+    statistics, bilinear); the embedded tensors are stored normalised.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -36,10 +37,9 @@ def load_classification(
     if path.suffix == ".json":
         from softeq.data.imagefolder import load_imagefolder
 
-        if normalization is None:
-            return load_imagefolder(path, split, input_size, train, auto_augment)
-        mean, std = normalization
-        return load_imagefolder(path, split, input_size, train, auto_augment, mean, std)
+        return load_imagefolder(
+            path, split, input_size, train, auto_augment, **(image_transform or {})
+        )
     raise ValueError(f"{path}: expected an embedded .safetensors file or a dataset manifest .json")
 
 

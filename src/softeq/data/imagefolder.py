@@ -96,12 +96,14 @@ def load_imagefolder(
     auto_augment: str | None = None,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    interpolation: str = "bilinear",
 ):
     """The ``split`` (train / test) of the manifest's tree, transformed for ``input_size``.
 
     timm's ImageNet transforms: training uses a random resized crop, flip and, if given,
     RandAugment (``auto_augment``); evaluation resizes to input_size / 0.875 and centre-crops.
-    Both normalise with ``mean`` and ``std`` (the backbone's, docs/conventions.md §1).
+    Both resize with ``interpolation`` and normalise with ``mean`` and ``std`` (the backbone's,
+    docs/conventions.md §1).
     """
     from timm.data import create_transform
 
@@ -117,5 +119,6 @@ def load_imagefolder(
         crop_pct=0.875,
         mean=mean,
         std=std,
+        interpolation=interpolation,
     )
     return _CheckedImageFolder(Path(manifest["root"]) / SPLIT_FOLDERS[split], transform)

@@ -12,7 +12,7 @@ import os
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import timm
 import torch
@@ -23,7 +23,9 @@ from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "HUB_HOST",
+    "INTERPOLATIONS",
     "BackboneSpec",
+    "ImageInput",
     "PretrainedUnavailable",
     "build_backbone",
     "build_classifier",
@@ -41,8 +43,60 @@ class PretrainedUnavailable(RuntimeError):
     """Pre-trained weights were asked for and cannot be had here."""
 
 
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInput:
+    """How image files reach a classifier: the normalisation (``mean`` / ``std``; None: the
+    checkpoint's own) and the resize interpolation of evaluation (``interpolation``) and of the
+    training crops (``train_interpolation``, also ``random`` as timm), docs/conventions.md §1."""
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: str = "bilinear"
+    train_interpolation: str = "bilinear"
+
+    KEYS: ClassVar[tuple[str, ...]] = ("mean", "std", "interpolation", "train_interpolation")
+
+    @staticmethod
+    def parse(spec: dict[str, Any], where: str) -> dict[str, Any]:
+        """The keyword arguments of these fields in a backbone spec, checked."""
+        values = {key: parse_channels(spec, key, where) for key in ("mean", "std")}
+        for key, allowed in (
+            ("interpolation", INTERPOLATIONS),
+            ("train_interpolation", (*INTERPOLATIONS, "random")),
+        ):
+            if key in spec:
+                if spec[key] not in allowed:
+                    raise ValueError(f"{where}: {key} must be one of {allowed}, got {spec[key]!r}")
+                values[key] = spec[key]
+        return values
+
+    def checkpoint_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The checkpoint's own (mean, std), where the spec knows it."""
+        return None
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the images are normalised with: the spec's, else the checkpoint's, else
+        ImageNet's."""
+        own = self.checkpoint_normalization() or (IMAGENET_MEAN, IMAGENET_STD)
+        return tuple(self.mean or own[0]), tuple(self.std or own[1])
+
+    def image_transform(self, train: bool) -> dict[str, Any]:
+        """``mean``, ``std`` and ``interpolation`` of the train or evaluation transform."""
+        mean, std = self.normalization()
+        interpolation = self.train_interpolation if train else self.interpolation
+        return {"mean": mean, "std": std, "interpolation": interpolation}
+
+    def custom_input(self) -> list[str]:
+        """The image-file settings the spec sets (they do not apply to embedded tensors)."""
+        default = ImageInput()
+        return [key for key in self.KEYS if getattr(self, key) != getattr(default, key)]
+
+
 @dataclass(frozen=True)
-class BackboneSpec:
+class BackboneSpec(ImageInput):
     """What to build: ``timm`` architecture name, ``kwargs``, ``input_size`` and ``pretrained``.
 
     ``pretrained`` is None (random initialisation), a timm tag such as
@@ -54,12 +108,10 @@ class BackboneSpec:
     input_size: int
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
-    mean: tuple[float, ...] | None = None  # input normalisation; None: the checkpoint's own
-    std: tuple[float, ...] | None = None
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any], where: str = "backbone") -> BackboneSpec:
-        unknown = set(spec) - {"timm", "input_size", "kwargs", "pretrained", "mean", "std"}
+        unknown = set(spec) - {"timm", "input_size", "kwargs", "pretrained", *ImageInput.KEYS}
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
         for key in ("timm", "input_size"):
@@ -70,21 +122,17 @@ class BackboneSpec:
             int(spec["input_size"]),
             dict(spec.get("kwargs") or {}),
             spec.get("pretrained"),
-            parse_channels(spec, "mean", where),
-            parse_channels(spec, "std", where),
+            **ImageInput.parse(spec, where),
         )
 
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) the images are normalised with: the spec's, else the timm checkpoint's
-        pretrained config (0.5 for the original ViT weights), else ImageNet's."""
-        cfg = None
-        if self.pretrained and Path(self.pretrained).suffix not in _WEIGHT_FILES:
-            from timm.models import get_pretrained_cfg
+    def checkpoint_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The timm checkpoint's pretrained config (0.5 / 0.5 for the original ViT weights)."""
+        if not self.pretrained or Path(self.pretrained).suffix in _WEIGHT_FILES:
+            return None
+        from timm.models import get_pretrained_cfg
 
-            cfg = get_pretrained_cfg(self.pretrained)
-        mean = self.mean or (tuple(cfg.mean) if cfg else IMAGENET_MEAN)
-        std = self.std or (tuple(cfg.std) if cfg else IMAGENET_STD)
-        return tuple(mean), tuple(std)
+        cfg = get_pretrained_cfg(self.pretrained)
+        return (tuple(cfg.mean), tuple(cfg.std)) if cfg else None
 
 
 _WEIGHT_FILES = (".safetensors", ".pt", ".pth", ".bin")

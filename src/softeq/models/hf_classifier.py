@@ -20,12 +20,11 @@ from torch.nn.utils import parametrize
 
 from softeq.models.backbones import (
     HUB_HOST,
+    ImageInput,
     PretrainedUnavailable,
     hub_cache_dir,
     hub_reachable,
-    parse_channels,
 )
-from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "KNOWN_ARCHITECTURES",
@@ -36,30 +35,30 @@ __all__ = [
     "hf_config",
 ]
 
-_KEYS = ("hf", "input_size", "kwargs", "pretrained", "mean", "std")
+_KEYS = ("hf", "input_size", "kwargs", "pretrained")
 
 
 @dataclass(frozen=True)
-class HFBackboneSpec:
+class HFBackboneSpec(ImageInput):
     """What to build: ``hf`` (a hub name such as ``facebook/dinov2-base-imagenet1k-1-layer``, a
     local model folder, or a transformers model type such as ``dinov2`` for a config from
     ``kwargs`` alone), the ``input_size``, ``kwargs`` (config fields) and ``pretrained``.
 
     ``pretrained``: false / None (random weights from the config of ``hf``), true (the weights
-    of ``hf``), or a local folder / hub name to take the weights (and config) from.
+    of ``hf``), or a local folder / hub name to take the weights (and config) from.  Images are
+    normalised with ImageNet's mean / std unless the spec says (what timm resolves for a model
+    without a pretrained config, as the reference's loader does).
     """
 
     hf: str
     input_size: int
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: bool | str | None = None
-    mean: tuple[float, ...] | None = None  # input normalisation; None: ImageNet's
-    std: tuple[float, ...] | None = None
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any], where: str = "backbone") -> HFBackboneSpec:
         """Parse a config's backbone mapping; unknown or missing keys raise, naming them."""
-        unknown = set(spec) - set(_KEYS)
+        unknown = set(spec) - {*_KEYS, *ImageInput.KEYS}
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
         for key in ("hf", "input_size"):
@@ -75,14 +74,8 @@ class HFBackboneSpec:
             int(spec["input_size"]),
             dict(spec.get("kwargs") or {}),
             pretrained,
-            parse_channels(spec, "mean", where),
-            parse_channels(spec, "std", where),
+            **ImageInput.parse(spec, where),
         )
-
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) the images are normalised with: the spec's, else ImageNet's (what timm
-        resolves for a model without a pretrained config, as the reference's loader does)."""
-        return tuple(self.mean or IMAGENET_MEAN), tuple(self.std or IMAGENET_STD)
 
     @property
     def weights(self) -> str | None:

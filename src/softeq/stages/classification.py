@@ -26,18 +26,16 @@ __all__ = ["evaluate", "finetune", "pretrain", "projectors"]
 
 
 def _split(args, spec, split: str, train: bool, auto_augment: str | None = None):
-    """``split`` of --data, normalised as the backbone expects (docs/conventions.md §1)."""
+    """``split`` of --data, resized and normalised as the backbone says (docs/conventions.md §1)."""
     from softeq.data.classification import load_classification
 
-    if str(args.data).endswith(".safetensors") and (spec.mean or spec.std):
+    if str(args.data).endswith(".safetensors") and spec.custom_input():
         raise SystemExit(
-            f"{args.data}: the backbone's mean / std apply to image files; the embedded tensors "
-            "are stored normalised (drop the backbone's mean and std)"
+            f"{args.data}: the backbone's {', '.join(spec.custom_input())} apply to image files; "
+            "the embedded tensors are stored normalised at their size (drop them)"
         )
-    normalization = spec.normalization()
-    return load_classification(
-        args.data, split, spec.input_size, train, auto_augment, normalization
-    )
+    transform = spec.image_transform(train)
+    return load_classification(args.data, split, spec.input_size, train, auto_augment, transform)
 
 
 def _train_and_save(
