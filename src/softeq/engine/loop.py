@@ -17,6 +17,11 @@ micro-batch backpropagates ``sum x W / global_count`` (DDP averages over W): the
 mean over the global batch whatever the split, even when processes hold different numbers of
 terms (trajectory windows with different numbers of agents).
 
+Auxiliary losses. A module of the model may define ``auxiliary_loss() -> Tensor``: a term of the
+objective computed in its last forward, read as a per-term mean (a canonicalizer's prior, a
+residual pathway's weight prior).  The loop adds it times the micro-batch's count to the summed
+loss, so that it enters the global-batch mean with its own weight whatever the split.
+
 Reproducibility. The order, the task's per-epoch draws and the global RNGs (dropout, drop path,
 timm's mixup) of epoch e come from seeds of (seed, e, rank); with the checkpoint holding model,
 optimizer, scheduler, EMA and best score, a run killed and resumed ends bit-identical to one that
@@ -44,7 +49,14 @@ from softeq.engine.fingerprint import Fingerprint
 from softeq.engine.recipe import TrainRecipe
 from softeq.engine.schedule import epoch_seed, epochs_to_run, resume, save_state
 
-__all__ = ["TaskHooks", "fit", "shard"]
+__all__ = ["TaskHooks", "auxiliary_loss", "fit", "shard"]
+
+
+def auxiliary_loss(model: nn.Module) -> Tensor | None:
+    """The sum of the model's modules' ``auxiliary_loss()`` terms, or None when none has one."""
+    terms = [m.auxiliary_loss() for m in model.modules() if hasattr(m, "auxiliary_loss")]
+    terms = [t for t in terms if t is not None]
+    return torch.stack([t.float() for t in terms]).sum() if terms else None
 
 
 class TaskHooks:
@@ -192,6 +204,10 @@ class _Run:
             with sync:
                 with torch.autocast(ctx.device.type, torch.bfloat16, enabled=self.recipe.bf16):
                     loss, stats = hooks.loss(self.replica, batch)
+                    extra = auxiliary_loss(self.model)
+                    if extra is not None:
+                        loss = loss + extra * float(counts[i])
+                        stats = {**stats, "auxiliary": extra.detach() * float(counts[i])}
                 (loss * scale).backward()
             for key, value in {"loss": loss.detach(), **stats}.items():
                 value = torch.as_tensor(value, dtype=torch.float64, device=ctx.device)
@@ -229,6 +245,8 @@ class _Run:
         totals = dict(zip(keys, summed, strict=True))
         record = {"epoch": epoch + 1, "loss": totals["loss"] / max(totals["count"], 1)}
         record.update(self.hooks.summary(totals))
+        if "auxiliary" in totals:  # the mean auxiliary term (already inside the loss)
+            record["auxiliary"] = totals["auxiliary"] / max(totals["count"], 1)
         record["lr"] = self.scheduler.get_last_lr()[0]
         for group, lr in zip(
             self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True
