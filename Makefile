@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[workflow,seg,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[workflow,seg,canon,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
