@@ -19,34 +19,13 @@ from softeq.projectors import invariant_projector
 from softeq.soften_options import SoftenOptions, check_config_options
 from softeq.spec import Softening
 from softeq.stages.common import soften_from
+from tiny_hf import TINY_DINOV2, TINY_VIT
 
 transformers = pytest.importorskip("transformers")
 
 # stored grid 8 x 8 (image_size 32, patch 4); inputs of 20 px: a 5 x 5 grid, interpolated
-DINO = {
-    "hf": "dinov2",
-    "input_size": 20,
-    "kwargs": {
-        "image_size": 32,
-        "patch_size": 4,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "mlp_ratio": 2,
-    },
-}
-VIT = {
-    "hf": "vit",
-    "input_size": 24,  # stored 4 x 4 grid (16 px), a 6 x 6 input grid
-    "kwargs": {
-        "image_size": 16,
-        "patch_size": 4,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-}
+DINO = {"hf": "dinov2", "input_size": 20, "kwargs": TINY_DINOV2}
+VIT = {"hf": "vit", "input_size": 24, "kwargs": TINY_VIT}
 # 33 px keeps every strided input odd (33 -> 17 -> 9 -> 5): exact C4 at b = 0
 RESNET = {
     "hf": "resnet",

@@ -20,33 +20,14 @@ from softeq.projectors import invariant_projector
 from softeq.soften_options import IN_PLACE_SEGMENTERS, SoftenOptions, check_config_options
 from softeq.spec import Softening
 from softeq.stages.common import soften_from
+from tiny_hf import TINY_DINOV2, TINY_VIT
 
 transformers = pytest.importorskip("transformers")
 
 # DINOv2: stored grid 8 x 8 (image_size 32, patch 4), inputs of 20 px: a 5 x 5 grid (interpolated)
-DINO = {
-    "hf": "dinov2",
-    "config": {
-        "image_size": 32,
-        "patch_size": 4,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "mlp_ratio": 2,
-    },
-}
+DINO = {"hf": "dinov2", "config": TINY_DINOV2}
 # ViT: stored grid 4 x 4 (16 px), inputs of 24 px: a 6 x 6 grid
-VIT = {
-    "hf": "vit",
-    "config": {
-        "image_size": 16,
-        "patch_size": 4,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-}
+VIT = {"hf": "vit", "config": TINY_VIT}
 CASES = [("dinov2_hf", DINO, 20, 8), ("vit_hf", VIT, 24, 4)]  # arch, kwargs, input, stored side
 POS = "backbone.embeddings.position_embeddings"
 PATCH = "backbone.embeddings.patch_embeddings.projection.weight"

@@ -33,6 +33,7 @@ __all__ = [
     "build_hf_classifier",
     "from_hub",
     "hf_config",
+    "interpolation_kwargs",
 ]
 
 _KEYS = ("hf", "input_size", "kwargs", "pretrained")
@@ -92,6 +93,14 @@ class HFBackboneSpec(ImageInput):
         return "/" not in self.hf and not Path(self.hf).exists() and self.hf in CONFIG_MAPPING
 
 
+def interpolation_kwargs(model: nn.Module) -> dict[str, bool]:
+    """``{"interpolate_pos_encoding": True}`` for models whose forward takes it (ViT), so that
+    any multiple of the patch size is a valid input; nothing for the others (DINOv2 always
+    interpolates, ResNet has no grid)."""
+    takes = inspect.signature(model.forward).parameters
+    return {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in takes else {}
+
+
 class HFClassifier(nn.Module):
     """A transformers image classifier whose ``forward(images)`` returns the logits (B, classes).
 
@@ -103,12 +112,10 @@ class HFClassifier(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        takes = inspect.signature(model.forward).parameters
-        self._interpolate = "interpolate_pos_encoding" in takes
+        self._position_kwargs = interpolation_kwargs(model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        kwargs = {"interpolate_pos_encoding": True} if self._interpolate else {}
-        return self.model(pixel_values=images, **kwargs).logits
+        return self.model(pixel_values=images, **self._position_kwargs).logits
 
     def get_classifier(self) -> nn.Module:
         """The classification head (timm's name for it: the recipe's ``head_epochs`` trains it

@@ -12,16 +12,20 @@ place at every forward (:attr:`HFViTSegmenter.reference_in_place`), both as the 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from softeq.models.hf_classifier import HFBackboneSpec, from_hub, hf_config
+from softeq.models.hf_classifier import (
+    HFBackboneSpec,
+    from_hub,
+    hf_config,
+    interpolation_kwargs,
+)
 from softeq.models.registry import register_model
-from softeq.models.segmentation import Segmenter
+from softeq.models.segmentation import PatchGridSegmenter, check_patch_multiple
 from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -42,7 +46,7 @@ _BACKBONE_CLASSES = {
 """transformers model type -> the backbone class (no task head) the segmenter wraps."""
 
 
-class HFViTSegmenter(Segmenter):
+class HFViTSegmenter(PatchGridSegmenter):
     """A transformers ViT / DINOv2 backbone + a 1 x 1 conv head on its patch-token grid +
     bilinear upsampling to the input size, as the reference's segmenters.
 
@@ -83,25 +87,10 @@ class HFViTSegmenter(Segmenter):
         self.head = nn.Conv2d(config.hidden_size, self.num_classes, kernel_size=1, bias=True)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        takes = inspect.signature(backbone.forward).parameters
-        self._interpolate = "interpolate_pos_encoding" in takes  # ViT; DINOv2 always does
+        self._position_kwargs = interpolation_kwargs(backbone)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        height, width = images.shape[-2:]
-        p_h, p_w = self.patch_size
-        if (height % p_h or width % p_w) and not self.crop_remainder:
-            raise ValueError(
-                f"input {height}x{width} is not a multiple of the patch size {p_h}x{p_w} "
-                "(crop_remainder: true for the reference's crop)"
-            )
-        kwargs = {"interpolate_pos_encoding": True} if self._interpolate else {}
-        out = self.backbone(pixel_values=self.normalize(images), **kwargs)
-        tokens = out.last_hidden_state[:, self.num_prefix_tokens :]
-        grid_h, grid_w = height // p_h, width // p_w
-        if tokens.shape[1] != grid_h * grid_w:
-            raise ValueError(f"{tokens.shape[1]} patch tokens for a {grid_h}x{grid_w} grid")
-        features = tokens.transpose(1, 2).reshape(len(tokens), -1, grid_h, grid_w)
-        return self.upsample(self.head(features), (height, width))
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixel_values=images, **self._position_kwargs).last_hidden_state
 
     @property
     def reference_in_place(self) -> tuple[str, ...]:
@@ -151,12 +140,7 @@ def build_hf_vit_segmenter(
     backbone_class = _backbone_class(settings.model_type)
     patch = settings.patch_size
     patch = patch if isinstance(patch, int) else patch[0]
-    if image_size % patch and not crop_remainder:
-        below, above = image_size // patch * patch, -(-image_size // patch) * patch
-        raise ValueError(
-            f"{source or hf}: image_size {image_size} is not a multiple of the patch size "
-            f"{patch} (use {below} or {above}, or crop_remainder: true for the reference's crop)"
-        )
+    check_patch_multiple(source or hf, image_size, patch, crop_remainder)
     extra = {"add_pooling_layer": False} if settings.model_type == "vit" else {}
     if source is None:
         backbone = backbone_class(settings, **extra)

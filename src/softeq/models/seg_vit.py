@@ -15,13 +15,13 @@ from torch import nn
 
 from softeq.models.backbones import BackboneSpec, build_backbone
 from softeq.models.registry import register_model
-from softeq.models.segmentation import Segmenter
+from softeq.models.segmentation import PatchGridSegmenter, check_patch_multiple
 from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ViTSegmenter", "build_vit_segmenter"]
 
 
-class ViTSegmenter(Segmenter):
+class ViTSegmenter(PatchGridSegmenter):
     """A timm ViT backbone + a linear head on its patch-token grid + bilinear upsampling.
 
     ``backbone`` is a timm ``VisionTransformer`` (any number of class / register tokens: the
@@ -61,20 +61,8 @@ class ViTSegmenter(Segmenter):
         width = int(getattr(backbone, "embed_dim", getattr(backbone, "num_features", 0)))
         self.head = nn.Conv2d(width, self.num_classes, kernel_size=1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        height, width = images.shape[-2:]
-        p_h, p_w = self.patch_size
-        if (height % p_h or width % p_w) and not self.crop_remainder:
-            raise ValueError(
-                f"input {height}x{width} is not a multiple of the patch size {p_h}x{p_w}"
-            )
-        tokens = self.backbone.forward_features(self.normalize(images))
-        tokens = tokens[:, self.num_prefix_tokens :]
-        grid_h, grid_w = height // p_h, width // p_w
-        if tokens.shape[1] != grid_h * grid_w:
-            raise ValueError(f"{tokens.shape[1]} patch tokens for a {grid_h}x{grid_w} grid")
-        features = tokens.transpose(1, 2).reshape(len(tokens), -1, grid_h, grid_w)
-        return self.upsample(self.head(features), (height, width))
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(images)
 
 
 def build_vit_segmenter(
@@ -93,12 +81,7 @@ def build_vit_segmenter(
     model = build_backbone(spec, num_classes=0)
     patch = model.patch_embed.patch_size
     patch = patch[0] if isinstance(patch, Sequence) else patch
-    if image_size % patch and not crop_remainder:
-        below, above = image_size // patch * patch, -(-image_size // patch) * patch
-        raise ValueError(
-            f"{backbone}: image_size {image_size} is not a multiple of the patch size {patch} "
-            f"(use {below} or {above}, or crop_remainder: true for the reference's crop)"
-        )
+    check_patch_multiple(backbone, image_size, patch, crop_remainder)
     return ViTSegmenter(model, num_classes, crop_remainder=crop_remainder)
 
 

@@ -32,7 +32,14 @@ from softeq.models.backbones import PretrainedUnavailable
 from softeq.models.registry import create_model, list_models
 from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["PretrainedUnavailable", "Segmenter", "build_segmenter", "segmenter_kinds"]
+__all__ = [
+    "PatchGridSegmenter",
+    "PretrainedUnavailable",
+    "Segmenter",
+    "build_segmenter",
+    "check_patch_multiple",
+    "segmenter_kinds",
+]
 
 
 class Segmenter(nn.Module):
@@ -67,6 +74,48 @@ class Segmenter(nn.Module):
     def is_head(self, name: str) -> bool:
         """Whether parameter ``name`` belongs to the task head."""
         return any(name == p or name.startswith(p + ".") for p in self.head_prefixes)
+
+
+class PatchGridSegmenter(Segmenter):
+    """A ViT-style segmenter: the backbone's patch tokens as a feature grid, a 1 x 1 conv head,
+    bilinear upsampling.  Subclasses set ``patch_size``, ``num_prefix_tokens`` (class / register
+    tokens, dropped), ``crop_remainder`` and ``head``, and say how tokens are computed
+    (:meth:`tokens`).  Input sides must be multiples of the patch size unless ``crop_remainder``
+    (the reference's DINOv2 at 512 px: the patch conv drops the last rows and columns)."""
+
+    patch_size: tuple[int, int]
+    num_prefix_tokens: int
+    crop_remainder: bool
+    head: nn.Module
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's last tokens (N, prefix + patches, width) for normalised images."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        p_h, p_w = self.patch_size
+        if (height % p_h or width % p_w) and not self.crop_remainder:
+            raise ValueError(
+                f"input {height}x{width} is not a multiple of the patch size {p_h}x{p_w} "
+                "(crop_remainder: true for the reference's crop)"
+            )
+        tokens = self.tokens(self.normalize(images))[:, self.num_prefix_tokens :]
+        grid_h, grid_w = height // p_h, width // p_w
+        if tokens.shape[1] != grid_h * grid_w:
+            raise ValueError(f"{tokens.shape[1]} patch tokens for a {grid_h}x{grid_w} grid")
+        features = tokens.transpose(1, 2).reshape(len(tokens), -1, grid_h, grid_w)
+        return self.upsample(self.head(features), (height, width))
+
+
+def check_patch_multiple(name: str, image_size: int, patch: int, crop_remainder: bool) -> None:
+    """Refuse an image size that is not a multiple of the patch size, unless cropping."""
+    if image_size % patch and not crop_remainder:
+        below, above = image_size // patch * patch, -(-image_size // patch) * patch
+        raise ValueError(
+            f"{name}: image_size {image_size} is not a multiple of the patch size {patch} "
+            f"(use {below} or {above}, or crop_remainder: true for the reference's crop)"
+        )
 
 
 def segmenter_kinds() -> list[str]:
