@@ -39,7 +39,12 @@ from softeq.results.columns import (
     shown_columns,
     value_names,
 )
-from softeq.results.reported import read_reported, reported_numbers, source_label
+from softeq.results.reported import (
+    UNKNOWN_BACKBONE,
+    read_reported,
+    reported_numbers,
+    source_label,
+)
 from softeq.results.writers import cell, write_table_files
 
 __all__ = ["paper_table", "write_paper_table"]
@@ -161,9 +166,12 @@ def _reported_rows(task: str, rows: pd.DataFrame, reported_csv: PathLike | None)
             (f"{d}-{s}", b)
             for d, s, b in zip(rows["dataset"], rows["scene"], rows["backbone"], strict=True)
         }
+    datasets = {dataset for dataset, _ in present}  # a number of no named model: every dataset's
     grouped: dict[tuple[str, str, str], list] = {}
     for n in read_reported(reported_csv):
-        if n.task == task and (n.dataset, n.backbone) in present:
+        shown = (n.dataset, n.backbone) in present
+        shown |= n.backbone == UNKNOWN_BACKBONE and n.dataset in datasets
+        if n.task == task and shown:
             grouped.setdefault((n.dataset, n.backbone, n.setting), []).append(n)
     out = []
     for (dataset, backbone, setting), numbers in grouped.items():
