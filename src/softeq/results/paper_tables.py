@@ -15,7 +15,9 @@ paper).
 Rows are named from the softness columns (:func:`softeq.results.columns.setting_label`). With
 ``reported=True`` the paper's numbers (``reported.csv``, see ``softeq.results.reported``) follow
 the matching dataset and backbone in rows named ``reported: <setting>``, whose ``source`` cell says
-where their numbers come from (``reported (s)``: a secondary source; docs/paper.md).
+where their numbers come from (``reported (s)``: a secondary source; docs/paper.md). A number
+of no named model (backbone ``unknown``, e.g. CIFAR's) is shown once per dataset the table holds.
+The CIFAR table (``paper_cifar``) is Table 1's layout over the CIFAR summaries.
 """
 
 from __future__ import annotations
