@@ -90,11 +90,77 @@ def test_imagenet_lists_table_1(runs):
     }
 
 
+def test_cifar_lists_the_reference_configs_runs(runs):
+    jobs = dry_run("all_cifar100")
+    # DeiT-S and DINOv2 strict at C4 and C18, ResNet-50 at b = 0 / 0.5 / 0.8 (C4) and 0.5 (C18),
+    # each model plain (b = pos = 1); one seed (42)
+    assert jobs["finetune"] == jobs["evaluate"] == 11 and jobs["prepare_download"] == 1
+    for dataset in ("cifar10", "cifar100"):
+        cifar = [r for r in runs if r.dataset == dataset]
+        assert {r.seed for r in cifar} == {42} and {r.softening.filter for r in cifar} == {"rank"}
+        settings = {
+            (r.backbone, r.softening.group, r.softening.softness, r.softening.softness_pos)
+            for r in cifar
+            if r.softening.softness < 1
+        }
+        assert settings == {
+            ("deits16cifar", "C4", 0.0, 0.0),
+            ("deits16cifar", "C18", 0.0, 0.0),
+            ("dinov2b14cifar", "C4", 0.0, 0.0),
+            ("dinov2b14cifar", "C18", 0.0, 0.0),
+            ("resnet50cifar", "C4", 0.0, 0.0),
+            ("resnet50cifar", "C4", 0.5, 0.5),
+            ("resnet50cifar", "C4", 0.8, 0.8),
+            ("resnet50cifar", "C18", 0.5, 0.5),
+        }
+
+
+def test_cifar_recipes_follow_the_reference_configs():
+    import json
+    from types import SimpleNamespace
+
+    from softeq.engine.classification import Recipe
+    from softeq.pipeline.plan import Plan
+
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")
+    plan = Plan(config)
+    # config/{vit,resnet,dino}_classif.yaml:45-51 / 35-41 / 38-44 and train/trainer.py:26-30:
+    # AdamW, 30 epochs, cosine over 30 epochs stepped per epoch, weight decay 0, batch 128
+    # (data: :16 / :16 / :12), plain cross-entropy, no clipping, float32
+    lrs = {"deits16cifar": 1e-4, "resnet50cifar": 1e-4, "dinov2b14cifar": 5e-5}
+    for backbone, lr in lrs.items():
+        recipe = Recipe.from_dict(plan.recipe("finetune", "classification", backbone))
+        assert (recipe.lr, recipe.epochs, recipe.batch_size, recipe.weight_decay) == (
+            lr,
+            30,
+            128,
+            0,
+        )
+        assert (recipe.schedule, recipe.warmup_epochs, recipe.min_lr) == ("epoch", 0, 0)
+        assert recipe.label_smoothing == recipe.mixup == recipe.cutmix == recipe.reprob == 0
+        assert recipe.auto_augment is None and recipe.ema_decay is None and not recipe.bf16
+        assert recipe.grad_clip == 0 and recipe.grad_accum == 1 and recipe.select_epoch
+        spec = json.loads(plan.backbone_spec(SimpleNamespace(backbone=backbone)))
+        assert spec["input_size"] == 224 and spec["pretrained"] is True
+        assert "mean" not in spec and "interpolation" not in spec  # ImageNet's, bilinear
+    hubs = {
+        "deits16cifar": "facebook/deit-small-patch16-224",
+        "resnet50cifar": "microsoft/resnet-50",
+        "dinov2b14cifar": "facebook/dinov2-base",
+    }
+    assert {b: config["backbones"][b]["hf"] for b in hubs} == hubs
+    for dataset in ("cifar10", "cifar100"):  # data_loader/cifar.py:32-33, 68-72; main.py:108
+        settings = config["datasets"][dataset]
+        assert (settings["val_fraction"], settings["train_rotation"]) == (0.2, 10.0)
+
+
 def test_everything_also_with_the_slurm_profile():
     plain = dry_run("all")
     slurm = dry_run("all", "--workflow-profile", "workflow/profiles/slurm")
     assert plain == slurm
-    assert plain["finetune"] == 9 + 35 + 35  # ImageNet, VOC (ViT smooth and hard), ETH/UCY
+    # ImageNet, VOC (ViT smooth and hard), ETH/UCY, CIFAR-10 / CIFAR-100
+    assert plain["finetune"] == 9 + 35 + 35 + 22
 
 
 def test_figure1_runs_the_papers_setting():

@@ -156,7 +156,9 @@ def _add_data_stages(stage: Stage) -> None:
 
     p = stage("prepare-data", cmd_prepare_data, "build, fetch or check a dataset", compute=False)
     p.add_argument(
-        "--dataset", required=True, help="digits, vocdigits, synthetic, voc, ethucy or imagenet"
+        "--dataset",
+        required=True,
+        help="digits, vocdigits, synthetic, voc, ethucy, imagenet, cifar10 or cifar100",
     )
     p.add_argument("--root", help="a local copy, or where a provided dataset lies")
     p.add_argument(

@@ -5,6 +5,7 @@ from softeq.pipeline.plan import (
     DOWNLOADED_FAMILIES,
     EMBEDDED_FAMILIES,
     FIGURES,
+    PAPER_TABLES,
     RUN_DIR,
     TABLES,
     WILDCARDS,

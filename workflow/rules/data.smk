@@ -1,5 +1,6 @@
 # Datasets. Embedded sets are built offline; downloads are local rules with checksums (md5 for
-# VOC / SBD, the committed per-file sha256 list for ETH/UCY), so dry-runs never touch the network.
+# VOC / SBD, the committed per-file sha256 list for ETH/UCY, the pinned archive and per-batch md5s
+# for CIFAR-10 / CIFAR-100), so dry-runs never touch the network.
 
 
 rule prepare_digits:

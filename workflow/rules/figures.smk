@@ -72,6 +72,32 @@ rule paper_table:
         " {input:q} > {log:q} 2>&1"
 
 
+# datasets with a paper table of their own (PAPER_TABLES: CIFAR-10 / CIFAR-100 in paper_cifar)
+rule paper_table_own:
+    input:
+        lambda wildcards: PLAN.table_summaries(wildcards.table),
+    output:
+        report(
+            f"{RESULTS}/tables/paper_{{table}}.csv",
+            caption="../report/paper_table.rst",
+            category="Paper tables",
+        ),
+    log:
+        "logs/figures/paper_{table}.log",
+    wildcard_constraints:
+        table="|".join(PAPER_TABLES),
+    conda:
+        "../envs/softeq.yaml"
+    threads: 1
+    params:
+        stem=lambda wildcards, output: output[0].removesuffix(".csv"),
+        task=PLAN.table_task,
+        reported="--reported" if config["paper_tables"]["reported"] else "",
+    shell:
+        "softeq paper-table --task {params.task} --out-stem {params.stem:q} {params.reported}"
+        " {input:q} > {log:q} 2>&1"
+
+
 rule ablation_filters:
     input:
         f"{RESULTS}/tables/{{task}}_{{dataset}}_summary.csv",

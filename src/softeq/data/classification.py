@@ -18,7 +18,8 @@ def load_classification(
     auto_augment: str | None = None,
     image_transform: dict[str, Any] | None = None,
 ) -> Dataset:
-    """``split`` of the dataset at ``path``: an embedded ``.safetensors`` file or a manifest.
+    """``split`` of the dataset at ``path``: an embedded ``.safetensors`` file or a manifest
+    (an ImageFolder tree, or CIFAR's arrays: :mod:`softeq.data.cifar`).
 
     ``auto_augment`` (a timm RandAugment string) works on images, not on embedded tensors;
     ``image_transform`` (``mean``, ``std``, ``interpolation``) applies to images (None: ImageNet's
@@ -34,6 +35,10 @@ def load_classification(
         from softeq.data.embedded import load_split
 
         return load_split(path, split)
+    if path.suffix == ".json" and _manifest_kind(path) == "cifar":
+        from softeq.data.cifar import load_cifar
+
+        return load_cifar(path, split, input_size, train, auto_augment, **(image_transform or {}))
     if path.suffix == ".json":
         from softeq.data.imagefolder import load_imagefolder
 
@@ -43,9 +48,24 @@ def load_classification(
     raise ValueError(f"{path}: expected an embedded .safetensors file or a dataset manifest .json")
 
 
+def _manifest_kind(path: Path) -> str | None:
+    """The ``kind`` of a dataset manifest (None when unreadable: the loader then names why)."""
+    import json
+
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("kind") if isinstance(manifest, dict) else None
+
+
 def num_classes(path: str | Path) -> int:
     """Number of classes of the dataset at ``path``."""
     path = Path(path)
+    if path.suffix == ".json" and _manifest_kind(path) == "cifar":
+        from softeq.io import read_manifest
+
+        return len(read_manifest(path, "cifar")["classes"])
     if path.suffix == ".json":
         from softeq.data.imagefolder import read_manifest
 

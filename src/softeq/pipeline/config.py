@@ -205,6 +205,8 @@ TASK_OF_SPEC = {
 DATASETS = {  # dataset family -> task
     "digits": "classification",
     "imagenet": "classification",
+    "cifar10": "classification",
+    "cifar100": "classification",
     "vocdigits": "segmentation",
     "voc": "segmentation",
     "synthetic": "trajectory",

@@ -19,6 +19,7 @@ __all__ = [
     "DOWNLOADED_FAMILIES",
     "EMBEDDED_FAMILIES",
     "FIGURES",
+    "PAPER_TABLES",
     "RUN_DIR",
     "TABLES",
     "WILDCARDS",
@@ -42,6 +43,10 @@ TABLES = ("summary", "runs", "bounds", "angles")
 FIGURES = ("tunability", "bounds", "angles")
 EMBEDDED_FAMILIES = ("vocdigits", "synthetic")  # built offline from a protocol
 DOWNLOADED_FAMILIES = ("voc", "ethucy")  # fetched (checksummed) unless a local root is given
+DOWNLOADED_FAMILIES += ("cifar10", "cifar100")
+PAPER_TABLES = {"cifar": ("classification", ("cifar10", "cifar100"))}
+"""Paper tables of their own: name -> (task, dataset families); these families stay out of
+the task's table (``paper_<task>.csv``) and go to ``paper_<name>.csv``."""
 
 
 def family_of(dataset: str) -> str:
@@ -189,11 +194,27 @@ class Plan:
         return [f"{self.results}/figures/{task}_{dataset}_{name}.png" for name in FIGURES]
 
     def summaries_of(self, task: str) -> list[str]:
+        """The summaries of the task's paper table: its datasets outside :data:`PAPER_TABLES`."""
+        own = {family for t, families in PAPER_TABLES.values() if t == task for family in families}
         return [
             f"{self.results}/tables/{task}_{dataset}_summary.csv"
             for t, dataset in self.datasets
-            if t == task
+            if t == task and family_of(dataset) not in own
         ]
+
+    def table_summaries(self, name: str) -> list[str]:
+        """The summaries of the paper table ``name`` of :data:`PAPER_TABLES`."""
+        task, families = PAPER_TABLES[name]
+        return [
+            f"{self.results}/tables/{task}_{dataset}_summary.csv"
+            for t, dataset in self.datasets
+            if t == task and family_of(dataset) in families
+        ]
+
+    @staticmethod
+    def table_task(wildcards: Any) -> str:
+        """The task whose columns the paper table ``wildcards.table`` shows."""
+        return PAPER_TABLES[wildcards.table][0]
 
     def filter_ablations(self) -> list[tuple[str, str]]:
         """(task, dataset) pairs with several filters at one softness: the filter comparison."""
@@ -240,7 +261,16 @@ class Plan:
     def paper_outputs(self) -> list[str]:
         """Figure 1, the paper tables and the ablations."""
         outputs = self.figure1_outputs()
-        outputs += [f"{self.results}/tables/paper_{task}.csv" for task in self.tasks]
+        outputs += [
+            f"{self.results}/tables/paper_{task}.csv"
+            for task in self.tasks
+            if self.summaries_of(task)
+        ]
+        outputs += [
+            f"{self.results}/tables/paper_{name}.csv"
+            for name in PAPER_TABLES
+            if self.table_summaries(name)
+        ]
         outputs += [
             f"{self.results}/tables/ablation_filters_{t}_{d}.csv"
             for t, d in self.filter_ablations()

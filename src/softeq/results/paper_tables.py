@@ -15,7 +15,9 @@ paper).
 Rows are named from the softness columns (:func:`softeq.results.columns.setting_label`). With
 ``reported=True`` the paper's numbers (``reported.csv``, see ``softeq.results.reported``) follow
 the matching dataset and backbone in rows named ``reported: <setting>``, whose ``source`` cell says
-where their numbers come from (``reported (s)``: a secondary source; docs/paper.md).
+where their numbers come from (``reported (s)``: a secondary source; docs/paper.md). A number
+of no named model (backbone ``unknown``, e.g. CIFAR's) is shown once per dataset the table holds.
+The CIFAR table (``paper_cifar``) is Table 1's layout over the CIFAR summaries.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ from softeq.results.columns import (
     shown_columns,
     value_names,
 )
-from softeq.results.reported import read_reported, reported_numbers, source_label
+from softeq.results.reported import (
+    UNKNOWN_BACKBONE,
+    read_reported,
+    reported_numbers,
+    source_label,
+)
 from softeq.results.writers import cell, write_table_files
 
 __all__ = ["paper_table", "write_paper_table"]
@@ -161,9 +168,12 @@ def _reported_rows(task: str, rows: pd.DataFrame, reported_csv: PathLike | None)
             (f"{d}-{s}", b)
             for d, s, b in zip(rows["dataset"], rows["scene"], rows["backbone"], strict=True)
         }
+    datasets = {dataset for dataset, _ in present}  # a number of no named model: every dataset's
     grouped: dict[tuple[str, str, str], list] = {}
     for n in read_reported(reported_csv):
-        if n.task == task and (n.dataset, n.backbone) in present:
+        shown = (n.dataset, n.backbone) in present
+        shown |= n.backbone == UNKNOWN_BACKBONE and n.dataset in datasets
+        if n.task == task and shown:
             grouped.setdefault((n.dataset, n.backbone, n.setting), []).append(n)
     out = []
     for (dataset, backbone, setting), numbers in grouped.items():

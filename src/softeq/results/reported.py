@@ -6,6 +6,8 @@ KL errors x 1e-2, trajectories in metres per predicted step; docs/paper.md).
 ``source`` says where each number comes from: ``paper Table 1`` (checked against the paper) or
 ``secondary source`` (taken from third-party summaries of the paper's tables and not yet checked
 against the PDF: quote those as "reported", never as verified). ``note`` is free text.
+A number whose model the paper does not name has the backbone :data:`UNKNOWN_BACKBONE` (and says
+so in its setting): the tables show it beside every run on its dataset.
 
 Every reader goes through :func:`read_reported`, which rejects a malformed row with a
 ``ValueError`` naming the file and line.
@@ -26,6 +28,7 @@ __all__ = [
     "COLUMNS",
     "REPORTED_CSV",
     "SECONDARY",
+    "UNKNOWN_BACKBONE",
     "ReportedNumber",
     "read_reported",
     "reported_numbers",
@@ -37,6 +40,7 @@ PathLike = str | os.PathLike[str]
 REPORTED_CSV = Path(__file__).with_name("reported.csv")
 COLUMNS = ("task", "dataset", "backbone", "setting", "metric", "value", "source", "note")
 SECONDARY = "secondary source"
+UNKNOWN_BACKBONE = "unknown"  # the paper does not say which model a number is of
 # Short forms in the tables' ``source`` column: "reported (s)" marks secondary-source numbers.
 _SHORT = {SECONDARY: "s"}
 

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from softeq.io import write_json
 
-__all__ = ["prepare_data", "prepare_ethucy", "prepare_voc", "trajectory_manifest"]
+__all__ = [
+    "prepare_cifar_manifest",
+    "prepare_data",
+    "prepare_ethucy",
+    "prepare_voc",
+    "trajectory_manifest",
+]
 
 
 def trajectory_manifest(root: Path, sums_file: Path, out: Path, protocol: dict) -> None:
@@ -67,6 +73,27 @@ def prepare_voc(root: str | None, downloads: Path, out: Path, protocol: str) -> 
     write_json({"kind": "voc", "root": str(voc), "protocol": protocol, "num_classes": 21}, out)
 
 
+def prepare_cifar_manifest(
+    name: str, root: str | None, downloads: Path, out: Path, protocol: dict
+) -> None:
+    """CIFAR-10 / CIFAR-100 from a local torchvision-format copy (``root``) or the md5-pinned
+    archive; every batch md5-checked, then the arrays and the manifest
+    (:func:`softeq.data.cifar.prepare_cifar`)."""
+    from softeq.data.cifar import CIFAR_RELEASES, prepare_cifar
+
+    folder = CIFAR_RELEASES[name].folder
+    try:
+        prepare_cifar(name, root, downloads, out, **protocol)
+    except ConnectionError as error:
+        raise SystemExit(
+            f"{error}\nSet datasets.{name}.root to a local copy (the folder holding {folder}/)."
+        ) from error
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(
+            f"{error}\n(preparing {name}; datasets.{name}.root: a local copy)"
+        ) from error
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -106,6 +133,9 @@ def prepare_data(args: argparse.Namespace) -> None:
     elif args.dataset == "voc":
         downloads.mkdir(parents=True, exist_ok=True)
         prepare_voc(args.root, downloads, out, protocol.get("protocol", "paper"))
+    elif args.dataset in ("cifar10", "cifar100"):
+        downloads.mkdir(parents=True, exist_ok=True)
+        prepare_cifar_manifest(args.dataset, args.root, downloads, out, protocol)
     elif args.dataset == "imagenet":
         from softeq.data.imagenet import IMAGENET_HELP, prepare_imagenet
 
@@ -120,6 +150,6 @@ def prepare_data(args: argparse.Namespace) -> None:
             raise SystemExit(f"{error}\n\n{IMAGENET_HELP}") from error
     else:
         raise SystemExit(
-            f"--dataset {args.dataset!r}: expected digits, vocdigits, synthetic, imagenet, voc "
-            "or ethucy"
+            f"--dataset {args.dataset!r}: expected digits, vocdigits, synthetic, imagenet, voc, "
+            "ethucy, cifar10 or cifar100"
         )
