@@ -245,3 +245,15 @@ def test_bad_specs_raise_naming_the_problem():
     assert model.model.config.drop_path_rate == 0.1
     assert spec.kwargs["drop_path_rate"] == 0.1
     copy.deepcopy(model)  # the wrapper deep-copies (figure and EMA code copy models)
+
+
+def test_deit_small_builds_offline_as_timms_deit_small(monkeypatch):
+    """The CIFAR rows' DeiT-S: its random-weight build (projector jobs, offline) has timm's
+    ``deit_small_patch16_224`` architecture, counted parameter by parameter."""
+    import timm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _, model = build_classifier({"hf": "facebook/deit-small-patch16-224", "input_size": 224}, 10)
+    reference = timm.create_model("deit_small_patch16_224", num_classes=10)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model) == count(reference) == 21_669_514

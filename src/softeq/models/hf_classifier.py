@@ -191,6 +191,11 @@ KNOWN_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     "facebook/dinov2-base-imagenet1k-1-layer": ("dinov2", {"image_size": 518}),
     "facebook/dinov2-base": ("dinov2", {"image_size": 518}),  # the segmentation backbone
     "microsoft/resnet-50": ("resnet", {}),
+    # DeiT-S (CIFAR): a ViT config with the small model's widths
+    "facebook/deit-small-patch16-224": (
+        "vit",
+        {"hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536},
+    ),
 }
 """The reference's checkpoints as (model type, config fields beyond the type's defaults): their
 published configs' architecture, so that random-weight builds (projectors, a model whose weights
