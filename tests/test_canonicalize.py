@@ -252,3 +252,40 @@ def test_finetune_and_evaluate_on_the_digits(digits, tmp_path):
     assert {"acc", "rot_acc", "combined", "inv_error", "inv_error_rot90"} <= set(metrics)
     assert metrics["inv_error_rot90"] < 1e-6  # C4-invariant up to the rotation's rounding
     assert [row["angle"] for row in result["angle_sweep"]] == [0, 90]
+
+
+def _plan(name: str):
+    from pathlib import Path
+
+    import yaml
+
+    from softeq.pipeline import validate_config
+    from softeq.pipeline.plan import Plan
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / f"config/{name}").read_text())
+    validate_config(config, root / "workflow/schemas/config.schema.yaml")
+    return Plan(config)
+
+
+def test_paper_and_embedded_configs_reach_the_jobs():
+    from types import SimpleNamespace
+
+    plan = _plan("paper.yaml")
+    for backbone, channels in (("vitb16canon", (8, 8)), ("resnet50canon", (16, 16))):
+        spec = json.loads(plan.backbone_spec(SimpleNamespace(backbone=backbone)))
+        canon = HFBackboneSpec.from_dict(spec).canonicalize
+        assert (canon.group, canon.channels, canon.prior_weight) == ("C18", channels, 0.0)
+        recipe = Recipe.from_dict(plan.recipe("finetune", "classification", backbone))
+        assert recipe.ema_decay is None and recipe.lr == 1e-5  # model_ema false, --lr 1e-5
+    spec = json.loads(plan.backbone_spec(SimpleNamespace(backbone="vitb16segcanon")))
+    canon = Canonicalize.from_dict(spec["canonicalize"])
+    assert (canon.group, canon.channels, canon.prior_weight) == ("C18", (16, 16), 0.0)
+    recipe = SegRecipe.from_dict(plan.recipe("finetune", "segmentation", "vitb16segcanon"))
+    assert (recipe.batch_size, recipe.head_lr, recipe.backbone_lr) == (16, 1e-3, 5e-5)
+    assert recipe.weight_decay == 0.05
+    embedded = _plan("config.yaml")
+    assert embedded.pretrain_backbone("vitcanon") == "vit"  # the canonicalizer starts fresh
+    assert embedded.pretrain_backbone("vit") == "vit"
+    runs = [r for r in embedded.runs if r.backbone == "vitcanon"]
+    assert [(r.softening.group, r.softening.softness) for r in runs] == [("C4", 1.0)]
