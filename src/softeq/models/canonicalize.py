@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 __all__ = [
@@ -123,6 +124,11 @@ class CanonicalizationNetwork(nn.Module):
 
     def __init__(self, spec: Canonicalize, in_channels: int = 3) -> None:
         super().__init__()
+        with torch.device("cpu"):  # e2cnn samples its bases with numpy: no meta tensors
+            self._build(spec, in_channels)
+        self.train(True)
+
+    def _build(self, spec: Canonicalize, in_channels: int) -> None:
         from e2cnn import gspaces
         from e2cnn import nn as enn
 
@@ -139,7 +145,6 @@ class CanonicalizationNetwork(nn.Module):
             if i < len(spec.channels):
                 layers.append(enn.ReLU(types[i + 1], inplace=True))
         self.network = enn.SequentialModule(*layers)
-        self.train(True)
 
     def train(self, mode: bool = True) -> CanonicalizationNetwork:
         """Set the mode, but keep e2cnn's convs expanding their filter from the weights at every
