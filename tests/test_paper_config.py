@@ -38,9 +38,9 @@ def runs():
 
 def test_voc_lists_models_softness_and_seeds(runs):
     jobs = dry_run("all_voc")
-    # 3 baselines (b = pos = 1) + ViT C720 (smooth and hard) + DINOv2 C720 + SegFormer C36,
-    # 5 seeds each
-    assert jobs["finetune"] == jobs["evaluate"] == 7 * 5
+    # 3 baselines (b = pos = 1) + ViT C720 (smooth and hard) + DINOv2 C720 + SegFormer C36
+    # + the canonicalization baseline, 5 seeds each
+    assert jobs["finetune"] == jobs["evaluate"] == 8 * 5
     voc = [r for r in runs if r.dataset == "voc"]
     assert {r.seed for r in voc} == {42, 420, 4200, 42000, 420000}
     settings = {(r.backbone, r.softening) for r in voc}
@@ -58,6 +58,7 @@ def test_voc_lists_models_softness_and_seeds(runs):
     assert {r.softening.filter for r in voc if r.backbone != "vitb16seg"} == {"rank-hard"}
     assert {r.backbone for r in voc if r.softening.softness_pos == 1.0 == r.softening.softness} == {
         "vitb16segbase",
+        "vitb16segcanon",
         "dinov2b14seg",
         "segformerb0",
     }
@@ -73,7 +74,7 @@ def test_ethucy_lists_five_scenes(runs):
 
 def test_imagenet_lists_table_1(runs):
     jobs = dry_run("all_imagenet")
-    assert jobs["finetune"] == jobs["evaluate"] == 9
+    assert jobs["finetune"] == jobs["evaluate"] == 9 + 3  # + the canonicalization baselines
     settings = {(r.backbone, r.softening) for r in runs if r.dataset == "imagenet"}
     soft = {
         (b, s.group, s.softness, s.softness_pos)
@@ -159,8 +160,9 @@ def test_everything_also_with_the_slurm_profile():
     plain = dry_run("all")
     slurm = dry_run("all", "--workflow-profile", "workflow/profiles/slurm")
     assert plain == slurm
-    # ImageNet, VOC (ViT smooth and hard), ETH/UCY, CIFAR-10 / CIFAR-100
-    assert plain["finetune"] == 9 + 35 + 35 + 22
+    # ImageNet, VOC (ViT smooth and hard), ETH/UCY, the canonicalization baselines (Tables 1,
+    # 2), CIFAR-10 / CIFAR-100
+    assert plain["finetune"] == 9 + 35 + 35 + 3 + 5 + 22
 
 
 def test_figure1_runs_the_papers_setting():

@@ -18,6 +18,8 @@ import timm
 import torch
 from torch import nn
 
+from softeq.models.canonicalize import SPEC_KEY as CANONICALIZE_KEY
+from softeq.models.canonicalize import Canonicalize
 from softeq.models.registry import register_model
 from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -50,14 +52,18 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 class ImageInput:
     """How image files reach a classifier: the normalisation (``mean`` / ``std``; None: the
     checkpoint's own) and the resize interpolation of evaluation (``interpolation``) and of the
-    training crops (``train_interpolation``, also ``random`` as timm), docs/conventions.md §1."""
+    training crops (``train_interpolation``, also ``random`` as timm), docs/conventions.md §1;
+    and ``canonicalize``, a learned canonicalizer in front of the model (None: none;
+    :mod:`softeq.models.canonicalize`)."""
 
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     interpolation: str = "bilinear"
     train_interpolation: str = "bilinear"
+    canonicalize: Canonicalize | None = None
 
     KEYS: ClassVar[tuple[str, ...]] = ("mean", "std", "interpolation", "train_interpolation")
+    MODEL_KEYS: ClassVar[tuple[str, ...]] = (CANONICALIZE_KEY,)
 
     @staticmethod
     def parse(spec: dict[str, Any], where: str) -> dict[str, Any]:
@@ -71,6 +77,10 @@ class ImageInput:
                 if spec[key] not in allowed:
                     raise ValueError(f"{where}: {key} must be one of {allowed}, got {spec[key]!r}")
                 values[key] = spec[key]
+        if spec.get(CANONICALIZE_KEY) is not None:
+            values[CANONICALIZE_KEY] = Canonicalize.from_dict(
+                spec[CANONICALIZE_KEY], f"{where}.{CANONICALIZE_KEY}"
+            )
         return values
 
     def checkpoint_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -111,7 +121,8 @@ class BackboneSpec(ImageInput):
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any], where: str = "backbone") -> BackboneSpec:
-        unknown = set(spec) - {"timm", "input_size", "kwargs", "pretrained", *ImageInput.KEYS}
+        known = {"timm", "input_size", "kwargs", "pretrained", *ImageInput.KEYS}
+        unknown = set(spec) - known - set(ImageInput.MODEL_KEYS)
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
         for key in ("timm", "input_size"):
@@ -255,7 +266,9 @@ def build_classifier(
 
     ``random_init`` ignores the spec's pretrained weights (the weights come from a checkpoint
     next); ``drop_path`` sets timm's stochastic-depth rate.  A spec with an ``hf`` key is a
-    transformers checkpoint (:func:`softeq.models.hf_classifier.hf_classifier`).
+    transformers checkpoint (:func:`softeq.models.hf_classifier.hf_classifier`).  A spec with a
+    ``canonicalize`` key puts a learned canonicalizer in front of the model
+    (:class:`softeq.models.canonicalize.CanonicalizedClassifier`).
     """
     spec_class, build = BackboneSpec, build_backbone
     if (isinstance(spec, dict) and "hf" in spec) or hasattr(spec, "hf"):
@@ -268,7 +281,12 @@ def build_classifier(
         spec = replace(spec, pretrained=None)
     if drop_path:  # a transformers config without the field raises (hf_config)
         spec = replace(spec, kwargs={**spec.kwargs, "drop_path_rate": drop_path})
-    return spec, build(spec, num_classes)
+    model = build(spec, num_classes)
+    if spec.canonicalize is not None:
+        from softeq.models.canonicalize import CanonicalizedClassifier
+
+        model = CanonicalizedClassifier(model, spec.canonicalize, spec.input_size)
+    return spec, model
 
 
 def hub_cache_dir() -> str:

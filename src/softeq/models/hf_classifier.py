@@ -59,7 +59,7 @@ class HFBackboneSpec(ImageInput):
     @classmethod
     def from_dict(cls, spec: dict[str, Any], where: str = "backbone") -> HFBackboneSpec:
         """Parse a config's backbone mapping; unknown or missing keys raise, naming them."""
-        unknown = set(spec) - {*_KEYS, *ImageInput.KEYS}
+        unknown = set(spec) - {*_KEYS, *ImageInput.KEYS, *ImageInput.MODEL_KEYS}
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
         for key in ("hf", "input_size"):

@@ -128,6 +128,7 @@ def build_segmenter(
     num_classes: int,
     image_size: int,
     pretrained: str | None = None,
+    canonicalize: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Segmenter:
     """Build a segmentation model (logits at the input resolution) through the registry.
@@ -148,10 +149,18 @@ def build_segmenter(
             ``dinov2_hf``; ``config`` (dict of ``SegformerConfig`` fields) for HF SegFormer;
             ``variant`` (``mit-b0``), ``config`` (an mmseg config file) and ``sync_bn`` (keep
             SyncBN; default False: BN) for mmseg.
+        canonicalize: a learned canonicalizer in front of the segmenter (the spec's
+            ``canonicalize`` mapping, :class:`softeq.models.canonicalize.Canonicalize`): the
+            logits of the canonicalized image are rotated back by the predicted angle.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return create_model(
+    spec = None
+    if canonicalize is not None:
+        from softeq.models.canonicalize import Canonicalize, CanonicalizedSegmenter
+
+        spec = Canonicalize.from_dict(canonicalize, "canonicalize")
+    model = create_model(
         kind,
         task="segmentation",
         num_classes=num_classes,
@@ -159,3 +168,4 @@ def build_segmenter(
         pretrained=pretrained,
         **kwargs,
     )
+    return model if spec is None else CanonicalizedSegmenter(model, spec, image_size)

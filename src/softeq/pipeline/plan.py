@@ -88,10 +88,7 @@ class Plan:
 
     def backbone_spec(self, wildcards: Any) -> str:
         """The backbone's model spec (JSON), without its recipe and evaluation overrides."""
-        spec = dict(self.config["backbones"][wildcards.backbone])
-        for key in ("recipe", "eval", "exact"):  # passed separately, or not a model setting
-            spec.pop(key, None)
-        return _json(spec)
+        return _json(self._model_spec(wildcards.backbone))
 
     def recipe(self, stage: str, task: str, backbone: str) -> dict[str, Any]:
         """The task's recipe of ``stage``, with the backbone's overrides when fine-tuning."""
@@ -138,7 +135,25 @@ class Plan:
         if wildcards.task not in self.config["pretrain"]:
             return []
         w = wildcards
-        return [f"{self.results}/{w.task}/{w.dataset}/{w.backbone}/pretrained/model.pt"]
+        backbone = self.pretrain_backbone(w.backbone)
+        return [f"{self.results}/{w.task}/{w.dataset}/{backbone}/pretrained/model.pt"]
+
+    def pretrain_backbone(self, name: str) -> str:
+        """The backbone whose stand-in pre-trained model a fine-tune of ``name`` starts from:
+        itself, or for a backbone with ``canonicalize`` the backbone of the same model spec
+        without it (the canonicalizer starts fresh, as the reference's on hub weights)."""
+        backbones = self.config["backbones"]
+        if "canonicalize" not in backbones[name]:
+            return name
+        plain = {k: v for k, v in self._model_spec(name).items() if k != "canonicalize"}
+        same = [other for other in backbones if other != name and self._model_spec(other) == plain]
+        return same[0] if same else name
+
+    def _model_spec(self, name: str) -> dict[str, Any]:
+        spec = dict(self.config["backbones"][name])
+        for key in ("recipe", "eval", "exact"):  # passed separately, or not a model setting
+            spec.pop(key, None)
+        return spec
 
     @staticmethod
     def init_arg(wildcards: Any, input: Any) -> str:

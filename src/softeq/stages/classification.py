@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from softeq.models import build_classifier
+from softeq.models.canonicalize import init_target
 from softeq.soften_options import split_backbone_spec
 from softeq.spec import Softening
 from softeq.stages.common import (
@@ -132,9 +133,10 @@ def finetune(args: argparse.Namespace) -> None:
     )
     if args.init is not None:
         init = load_checkpoint(args.init)
-        if init.get("backbone") != args.backbone_spec:
+        target = init_target(model, args.backbone_spec, init.get("backbone"))
+        if target is None:
             raise SystemExit(f"{args.init}: trained with another backbone spec")
-        model.load_state_dict(init.get("model_ema") or init["model"])
+        target.load_state_dict(init.get("model_ema") or init["model"])
     soften_from(model, softening, args.projectors, options)
     _train_and_save(args, model, spec, recipe, classes, device, softening)
 

@@ -25,7 +25,7 @@ from softeq.stages.common import (
 
 __all__ = ["evaluate", "finetune", "pretrain", "projectors"]
 
-SPEC_KEYS = {"arch", "image_size", "kwargs", "pretrained"}
+SPEC_KEYS = {"arch", "image_size", "kwargs", "pretrained", "canonicalize"}
 
 
 def _manifest(path: str) -> dict[str, Any]:
@@ -41,7 +41,12 @@ def _segmenter(spec: dict[str, Any], num_classes: int, random_init: bool = False
         raise SystemExit(f"--backbone-spec: needs arch and image_size; unknown keys {unknown}")
     pretrained = None if random_init else spec.get("pretrained")
     return build_segmenter(
-        spec["arch"], num_classes, spec["image_size"], pretrained, **spec.get("kwargs", {})
+        spec["arch"],
+        num_classes,
+        spec["image_size"],
+        pretrained,
+        canonicalize=spec.get("canonicalize"),
+        **spec.get("kwargs", {}),
     )
 
 
@@ -130,10 +135,13 @@ def finetune(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     model = _segmenter(args.backbone_spec, manifest["num_classes"], args.init is not None)
     if args.init is not None:
+        from softeq.models.canonicalize import init_target
+
         init = load_checkpoint(args.init)
-        if init.get("backbone") != args.backbone_spec:
+        target = init_target(model, args.backbone_spec, init.get("backbone"))
+        if target is None:
             raise SystemExit(f"{args.init}: trained with another model spec")
-        model.load_state_dict(init["model"])
+        target.load_state_dict(init["model"])
     soften_from(model, softening, args.projectors, _options(args.backbone_spec))
     _train_and_save(args, model, manifest, device, softening)
 
