@@ -94,8 +94,8 @@ def test_imagenet_lists_table_1(runs):
 def test_cifar_lists_the_reference_configs_runs(runs):
     jobs = dry_run("all_cifar100")
     # DeiT-S and DINOv2 strict at C4 and C18, ResNet-50 at b = 0 / 0.5 / 0.8 (C4) and 0.5 (C18),
-    # each model plain (b = pos = 1); one seed (42)
-    assert jobs["finetune"] == jobs["evaluate"] == 11 and jobs["prepare_download"] == 1
+    # each model plain (b = pos = 1), each behind a C4 and a C18 canonicalizer; one seed (42)
+    assert jobs["finetune"] == jobs["evaluate"] == 11 + 6 and jobs["prepare_download"] == 1
     for dataset in ("cifar10", "cifar100"):
         cifar = [r for r in runs if r.dataset == dataset]
         assert {r.seed for r in cifar} == {42} and {r.softening.filter for r in cifar} == {"rank"}
@@ -113,6 +113,18 @@ def test_cifar_lists_the_reference_configs_runs(runs):
             ("resnet50cifar", "C4", 0.5, 0.5),
             ("resnet50cifar", "C4", 0.8, 0.8),
             ("resnet50cifar", "C18", 0.5, 0.5),
+        }
+        config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+        canonicalized = {r.backbone for r in cifar if "canon" in r.backbone}
+        assert len(canonicalized) == 6 and all(
+            r.softening.softness == 1 for r in cifar if "canon" in r.backbone
+        )
+        for backbone in canonicalized:  # e.g. vit_classif.yaml:127-201: [16, 16], b = 1
+            spec = config["backbones"][backbone]
+            assert spec["canonicalize"]["channels"] == [16, 16]
+        assert {config["backbones"][b]["canonicalize"]["group"] for b in canonicalized} == {
+            "C4",
+            "C18",
         }
 
 
@@ -162,7 +174,7 @@ def test_everything_also_with_the_slurm_profile():
     assert plain == slurm
     # ImageNet, VOC (ViT smooth and hard), ETH/UCY, the canonicalization baselines (Tables 1,
     # 2), CIFAR-10 / CIFAR-100
-    assert plain["finetune"] == 9 + 35 + 35 + 3 + 5 + 22
+    assert plain["finetune"] == 9 + 35 + 35 + 3 + 5 + 22 + 12
 
 
 def test_figure1_runs_the_papers_setting():
