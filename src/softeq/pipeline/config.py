@@ -204,6 +204,8 @@ TASK_OF_SPEC = {
 }
 DATASETS = {  # dataset family -> task
     "digits": "classification",
+    "digits69": "classification",
+    "mnist": "classification",
     "imagenet": "classification",
     "vocdigits": "segmentation",
     "voc": "segmentation",

@@ -17,7 +17,9 @@ from softeq.spec import PATH_TEMPLATE, WILDCARD_PATTERNS, Softening
 
 __all__ = [
     "DOWNLOADED_FAMILIES",
+    "DOWNLOADED_TENSORS",
     "EMBEDDED_FAMILIES",
+    "EMBEDDED_TENSORS",
     "FIGURES",
     "RUN_DIR",
     "TABLES",
@@ -42,6 +44,9 @@ TABLES = ("summary", "runs", "bounds", "angles")
 FIGURES = ("tunability", "bounds", "angles")
 EMBEDDED_FAMILIES = ("vocdigits", "synthetic")  # built offline from a protocol
 DOWNLOADED_FAMILIES = ("voc", "ethucy")  # fetched (checksummed) unless a local root is given
+# classification sets stored as tensors (<name>.safetensors) beside the embedded digits:
+EMBEDDED_TENSORS = ("digits69",)  # built offline from a protocol (the 6 / 9 construction)
+DOWNLOADED_TENSORS = ("mnist",)  # fetched (md5-checked) unless a local root is given
 
 
 def family_of(dataset: str) -> str:
@@ -76,9 +81,10 @@ class Plan:
     # ---- job arguments -----------------------------------------------------------------------
 
     def data_file(self, wildcards: Any) -> str:
-        """The file a job reads for its dataset: the embedded digits, or a dataset manifest."""
-        if wildcards.dataset == "digits":
-            return f"{self.resources}/data/digits.safetensors"
+        """The file a job reads for its dataset: a tensor file (the embedded digits and their
+        siblings), or a dataset manifest."""
+        if wildcards.dataset in ("digits", *EMBEDDED_TENSORS, *DOWNLOADED_TENSORS):
+            return f"{self.resources}/data/{wildcards.dataset}.safetensors"
         return f"{self.resources}/data/{family_of(wildcards.dataset)}.json"
 
     def backbone_spec(self, wildcards: Any) -> str:
