@@ -41,7 +41,7 @@ FILTERS = ("shrink", "threshold", "rank", "rank-hard", "decay")
 """Filter names, as configs, paths, the CLI and the API spell them."""
 
 RPP = "rpp"
-"""Residual pathway priors (docs/method.md §8): a softening method, not a spectral filter; it
+"""Residual pathway priors (docs/method.md §7): a softening method, not a spectral filter; it
 rides the same ``filter`` name of settings and paths (softeq.rpp)."""
 
 METHODS = (*FILTERS, RPP)

@@ -1,6 +1,6 @@
 """Residual pathway priors (Finzi et al. 2021) on conv kernels: W = P_0 W_eq + W_free.
 
-The baseline the paper's Figure 2 compares soft equivariance with (docs/method.md §8).  A conv
+The baseline the paper's Figure 2 compares soft equivariance with (docs/method.md §7).  A conv
 weight becomes the sum of an equivariant pathway, softeq's EXACT projector P_0 (the b = 0
 invariant kernel projector of the group) applied to a free tensor W_eq, and a residual pathway
 W_free.  Gaussian priors N(0, sigma_eq^2) on W_eq and N(0, sigma_free^2) on W_free enter training

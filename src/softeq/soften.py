@@ -129,7 +129,7 @@ def soften(
         softness_pos: b for the positional token grid (default: ``softness``).
         filter: ``shrink``, ``threshold``, ``rank`` or ``rank-hard`` (docs/method.md §2);
             ``hard_mask=True`` with ``rank`` is the same as ``rank-hard``.  ``rpp``: residual
-            pathway priors on conv kernels (softeq.rpp; weight ``rpp_prior``, docs/method.md §8).
+            pathway priors on conv kernels (softeq.rpp; weight ``rpp_prior``, docs/method.md §7).
         include, exclude: fnmatch patterns on qualified module names.
         min_kernel: image groups soften convs whose kernel is at least this (default 2: k > 1).
         pos_embed: soften the positional grid (None: when the model has one).

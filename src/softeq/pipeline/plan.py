@@ -233,6 +233,15 @@ class Plan:
         args += ["--softness", ",".join(str(b) for b in settings["softness"])]
         return shlex.join(str(arg) for arg in args)
 
+    def figure2_outputs(self) -> list[str]:
+        """Figure 2 (soft equivariance against RPP) of the configured dataset, if any."""
+        dataset = (self.config.get("figure2") or {}).get("dataset")
+        return [f"{self.results}/figures/figure2_{dataset}.png"] if dataset else []
+
+    def figure2_summary(self, wildcards: Any) -> str:
+        """The summary table Figure 2 reads (it never retrains)."""
+        return f"{self.results}/tables/classification_{wildcards.dataset}_summary.csv"
+
     def construction_timing_args(self) -> str:
         """The measurement settings of ``softeq construction-timing``, shell-quoted."""
         settings = self.config["construction_timing"]
@@ -244,8 +253,8 @@ class Plan:
         return shlex.join(str(arg) for arg in args)
 
     def paper_outputs(self) -> list[str]:
-        """Figure 1, the paper tables and the ablations."""
-        outputs = self.figure1_outputs()
+        """Figures 1 and 2, the paper tables and the ablations."""
+        outputs = self.figure1_outputs() + self.figure2_outputs()
         outputs += [f"{self.results}/tables/paper_{task}.csv" for task in self.tasks]
         outputs += [
             f"{self.results}/tables/ablation_filters_{t}_{d}.csv"
@@ -257,7 +266,7 @@ class Plan:
     def figure_targets(self) -> list[str]:
         """Every figure drawn from tables (what ``snakemake figures`` regenerates)."""
         paths = [p for task, dataset in self.datasets for p in self.figures_for(task, dataset)]
-        return paths + self.figure1_outputs()
+        return paths + self.figure1_outputs() + self.figure2_outputs()
 
     def targets(self, families: set[str] | None = None) -> list[str]:
         """Tables and figures of every (task, dataset), or of the given dataset families."""
