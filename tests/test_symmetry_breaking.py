@@ -90,3 +90,13 @@ def test_mnist_checksums_and_fetch(mnist_fixture, tmp_path):
     assert mnist_folder(tmp_path / "downloads", md5) == folder  # torchvision's layout
     with pytest.raises(ConnectionError, match="no mirror answered"):
         fetch_mnist(tmp_path / "other", md5, mirrors=("http://127.0.0.1:9/",))
+
+
+def test_prepare_data_checks_a_local_mnist_against_the_pinned_md5s(mnist_fixture, tmp_path):
+    from softeq.cli import main
+
+    root, _ = mnist_fixture
+    out = tmp_path / "mnist.safetensors"
+    with pytest.raises(SystemExit, match=r"datasets\.mnist\.root: .*md5 mismatch"):
+        main(["prepare-data", "--dataset", "mnist", "--root", str(root), "--out", str(out)])
+    assert not out.exists()

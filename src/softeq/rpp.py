@@ -26,10 +26,11 @@ from softeq.projectors import InvariantProjector
 
 __all__ = ["DEFAULT_PRIOR", "ResidualPathway", "rpp_conv"]
 
-DEFAULT_PRIOR = 1e-4
-"""The default prior weight lambda: per step, beside a summed-then-averaged task loss (a
-cross-entropy of order 1), 1e-4 * ||W||^2 is the scale of a usual L2 weight decay, and the
-residual term grows as 1 / b^2 from there (1.6e-3 at b = 0.25)."""
+DEFAULT_PRIOR = 1e-3
+"""The default prior weight lambda, beside a per-sample mean task loss (a cross-entropy of order
+1): the L2 term lambda ||W||^2 of a conv layer is then of order 1e-2 at b = 1 (a usual weight
+decay's scale) and reaches the task loss's scale near b = 0.1 (the 1 / b^2 of the free pathway),
+so a sweep of b over [0, 1] crosses from a negligible to a dominant prior."""
 
 
 class ResidualPathway(SoftParametrization):

@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from softeq.filters import RPP
 from softeq.pipeline.config import Run, resolve
 from softeq.spec import PATH_TEMPLATE, WILDCARD_PATTERNS, Softening
 
@@ -202,9 +203,12 @@ class Plan:
         ]
 
     def filter_ablations(self) -> list[tuple[str, str]]:
-        """(task, dataset) pairs with several filters at one softness: the filter comparison."""
+        """(task, dataset) pairs with several spectral filters at one softness: the filter
+        comparison (``rpp``, a method of its own, is compared in Figure 2 instead)."""
         filters: dict[tuple, set[str]] = {}
         for run in self.runs:
+            if run.softening.filter == RPP:
+                continue
             key = (run.task, run.dataset, run.backbone, run.softening.softness)
             filters.setdefault(key, set()).add(run.softening.filter)
         return sorted({key[:2] for key, names in filters.items() if len(names) > 1})
