@@ -58,7 +58,7 @@ def test_embedded_config_plans_figure2_and_the_rpp_runs():
     assert "results/figures/figure2_digits69.png" in plan.figure_targets()
     paths = [run.path for run in plan.runs if run.dataset == "digits69"]
     assert "classification/digits69/cnn/group~C4/filter~rpp/b~0.25_pos~0.25/seed~0" in paths
-    assert len(paths) == 10
+    assert len(paths) == 8
 
     class W:
         dataset = "digits69"

@@ -28,9 +28,9 @@ __all__ = ["DEFAULT_PRIOR", "ResidualPathway", "rpp_conv"]
 
 DEFAULT_PRIOR = 1e-3
 """The default prior weight lambda, beside a per-sample mean task loss (a cross-entropy of order
-1): the L2 term lambda ||W||^2 of a conv layer is then of order 1e-2 at b = 1 (a usual weight
-decay's scale) and reaches the task loss's scale near b = 0.1 (the 1 / b^2 of the free pathway),
-so a sweep of b over [0, 1] crosses from a negligible to a dominant prior."""
+1): on the embedded default's small CNN (pre-trained on the digits, after its fine-tune) the prior
+term is about 1.1 at b = 0.25 and 4 at b = 0.1, of which the equivariant pathway's ||W_eq||^2 is
+0.5, so the sweep of b crosses from a prior of the task loss's order to a dominant one."""
 
 
 class ResidualPathway(SoftParametrization):
