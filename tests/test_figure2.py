@@ -69,3 +69,23 @@ def test_embedded_config_plans_figure2_and_the_rpp_runs():
     broken["experiments"] = [e for e in broken["experiments"] if e.get("dataset") != "digits69"]
     with pytest.raises(ConfigError, match="figure2"):
         resolve(broken)
+
+
+def test_paper_config_plans_the_mnist_figure2():
+    from softeq.pipeline import validate_config
+
+    config = load_config("config/paper.yaml")
+    validate_config(config, "workflow/schemas/config.schema.yaml")
+    plan = Plan(config)
+    assert "results/paper/figures/figure2_mnist.png" in plan.paper_outputs()
+    runs = [run for run in plan.runs if run.dataset == "mnist"]
+    assert {run.softening.filter for run in runs} == {"shrink", "rpp"} and len(runs) == 42
+    assert config["backbones"]["cnn"]["kwargs"]["channels"] == [32, 64, 128]
+    assert config["datasets"]["mnist"]["break_prob"] == 0.5
+
+    class W:
+        dataset = "mnist"
+        family = "mnist"
+
+    assert plan.data_file(W) == "resources/data/mnist.safetensors"
+    assert plan.dataset_root(W) == ""  # download (md5-pinned) unless a root is set

@@ -94,7 +94,8 @@ def test_everything_also_with_the_slurm_profile():
     plain = dry_run("all")
     slurm = dry_run("all", "--workflow-profile", "workflow/profiles/slurm")
     assert plain == slurm
-    assert plain["finetune"] == 9 + 35 + 35  # ImageNet, VOC (ViT smooth and hard), ETH/UCY
+    # ImageNet, VOC (ViT smooth and hard), ETH/UCY, MNIST (Figure 2: 7 b x 2 methods x 3 seeds)
+    assert plain["finetune"] == 9 + 35 + 35 + 42
 
 
 def test_figure1_runs_the_papers_setting():

@@ -105,7 +105,7 @@ def test_prior_value():
     assert float(value.detach()) == pytest.approx(float(expected), rel=1e-5)
     # b = 0: only the equivariant pathway's term; prior 0: no term at all
     zero = rpp_model(0.0, prior)
-    w_eq = sum(float(s.raw.double().pow(2).sum()) for s in iter_soft(zero))
+    w_eq = sum(float(s.raw.detach().double().pow(2).sum()) for s in iter_soft(zero))
     assert float(auxiliary_loss(zero).detach()) == pytest.approx(prior * w_eq, rel=1e-5)
     assert auxiliary_loss(rpp_model(0.5, 0.0)) is None
     assert DEFAULT_PRIOR > 0
