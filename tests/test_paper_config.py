@@ -173,8 +173,8 @@ def test_everything_also_with_the_slurm_profile():
     slurm = dry_run("all", "--workflow-profile", "workflow/profiles/slurm")
     assert plain == slurm
     # ImageNet, VOC (ViT smooth and hard), ETH/UCY, the canonicalization baselines (Tables 1,
-    # 2), CIFAR-10 / CIFAR-100
-    assert plain["finetune"] == 9 + 35 + 35 + 3 + 5 + 22 + 12
+    # 2), CIFAR-10 / CIFAR-100, MNIST (Figure 2: 7 b x 2 methods x 3 seeds)
+    assert plain["finetune"] == 9 + 35 + 35 + 3 + 5 + 22 + 12 + 42
 
 
 def test_figure1_runs_the_papers_setting():

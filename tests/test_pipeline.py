@@ -52,7 +52,8 @@ def test_schema_errors_name_the_key(config, edit, key):
 def test_resolve_expands_and_checks_semantics(config):
     validate_config(config, SCHEMA)
     runs = resolve(config)
-    assert len(runs) == 2 * 5 + 3 + 3 + 3 + 1  # digits (+ filter ablation), vocdigits, corridors
+    # digits (+ filter ablation), digits69 (shrink and rpp: Figure 2), vocdigits, corridors
+    assert len(runs) == 2 * 5 + 3 + 2 * 4 + 3 + 3 + 1
     assert runs[0].path == "classification/digits/vit/group~C4/filter~shrink/b~0_pos~0/seed~0"
     assert runs[-1].path == (
         "trajectory/synthetic-corridor000/constvel/group~SO2/filter~shrink/b~1_pos~1/seed~0"
@@ -132,7 +133,7 @@ def test_plan_gives_rules_their_paths_and_arguments(config):
 
     validate_config(config, SCHEMA)
     plan = Plan(config)
-    assert plan.families == ["digits", "synthetic", "vocdigits"]
+    assert plan.families == ["digits", "digits69", "synthetic", "vocdigits"]
     assert plan.filter_ablations() == [("classification", "digits")]
     digits = plan.targets({"digits"})
     assert "results/tables/classification_digits_summary.csv" in digits

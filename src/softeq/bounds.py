@@ -35,7 +35,7 @@ class LayerBound:
     """One soft tensor: its operator, filter, softness, and measured residual against the bound."""
 
     name: str
-    kind: str  # kernel | token_grid | pair_map | pair_vectors
+    kind: str  # kernel | token_grid | pair_map | pair_vectors | rpp
     group: str
     operator_size: int  # dimension the projector acts on (k^2, or d_in * d_out)
     filter: str
@@ -54,6 +54,9 @@ def report(model: nn.Module) -> list[LayerBound]:
     """One :class:`LayerBound` per soft tensor of ``model``."""
     records = []
     for soft in iter_soft(model):
+        if soft.parametrization.kind == "rpp":
+            records.append(_pathway_bound(soft))
+            continue
         projector = soft.parametrization.projector
         raw = soft.raw.detach().double()
         projected = soft.projected.detach().double()
@@ -85,6 +88,28 @@ def report(model: nn.Module) -> list[LayerBound]:
             )
         )
     return records
+
+
+def _pathway_bound(soft) -> LayerBound:
+    """A residual pathway W = P_0 W_eq + W_free (softeq.rpp): C vec(P_0 W_eq) = 0, so
+    ||C vec(W)|| = ||C vec(W_free)|| <= sigma_max ||W_free||; both sides over ||W||, and b_eff
+    the residual pathway's share ||W_free|| / ||W|| (0 at b = 0: exact)."""
+    pathway, projector = soft.parametrization, soft.parametrization.projector
+    projected = soft.projected.detach().double()
+    norm = float(projected.norm())
+    share = float(pathway.free.detach().double().norm()) / norm if norm > 0 else 0.0
+    return LayerBound(
+        name=soft.name,
+        kind=pathway.kind,
+        group=projector.key.group,
+        operator_size=projector.size,
+        filter="rpp",
+        b=pathway.b,
+        b_eff=share,
+        sigma_max=projector.sigma_max,
+        measured=projector.residual(projected) / norm if norm > 0 else 0.0,
+        bound=share * projector.sigma_max,
+    )
 
 
 def network_bound(softness: float, group: str, eps: float = 0.0) -> float:

@@ -14,6 +14,7 @@ build from the validated config; nothing is evaluated as code.  ``--task`` picks
                       --seed S --dataset NAME --backbone NAME --out metrics.json
     softeq aggregate  --out-dir results/tables METRICS.json ...
     softeq figures    --tables results/tables --prefix classification_digits --out-dir DIR
+    softeq figure2    --summary classification_digits69_summary.csv --backbone cnn --out PNG
     softeq check-config config/paper.yaml     # what the workflow checks, before any job
 
 ``softeq <stage> --help`` describes every option.
@@ -263,6 +264,13 @@ def _add_result_stages(stage: Stage) -> None:
     )
     p.add_argument("--summary", required=True, help="a summary table with several filters")
     p.add_argument("--out-stem", required=True, help="path without suffix: .csv, .md, .tex")
+
+    p = stage(
+        "figure2", _figure_stage("figure2"), "Figure 2: soft equivariance vs RPP", compute=False
+    )
+    p.add_argument("--summary", required=True, help="the dataset's classification summary table")
+    p.add_argument("--backbone", required=True, help="the backbone whose runs to draw")
+    p.add_argument("--out", required=True, help="the PNG to write")
 
     p = stage(
         "construction-timing",

@@ -26,10 +26,26 @@ import numpy as np
 
 from softeq.spectral import ZERO_TOL
 
-__all__ = ["FILTERS", "FilterResult", "check_softness", "filter_weights", "resolve_filter"]
+__all__ = [
+    "FILTERS",
+    "METHODS",
+    "RPP",
+    "FilterResult",
+    "check_softness",
+    "filter_weights",
+    "resolve_filter",
+    "resolve_method",
+]
 
 FILTERS = ("shrink", "threshold", "rank", "rank-hard", "decay")
 """Filter names, as configs, paths, the CLI and the API spell them."""
+
+RPP = "rpp"
+"""Residual pathway priors (docs/method.md §7): a softening method, not a spectral filter; it
+rides the same ``filter`` name of settings and paths (softeq.rpp)."""
+
+METHODS = (*FILTERS, RPP)
+"""Every name a setting's ``filter`` may take: the spectral filters and ``rpp``."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,16 @@ def resolve_filter(filter: str, hard_mask: bool = False) -> str:
     if hard_mask and filter not in ("rank", "rank-hard"):
         raise ValueError(f"hard_mask applies to the 'rank' filter only, not to {filter!r}")
     return "rank-hard" if hard_mask else filter
+
+
+def resolve_method(name: str) -> str:
+    """A setting's ``filter`` after checking it: a spectral filter or ``rpp``."""
+    if name not in METHODS:
+        raise ValueError(
+            f"unknown filter {name!r}; expected one of {METHODS} ({RPP!r}: residual pathway "
+            "priors, the others spectral filters)"
+        )
+    return name
 
 
 def filter_weights(

@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 from torch.nn.utils import parametrize
 
-from softeq.filters import check_softness, resolve_filter
+from softeq.filters import RPP, check_softness, resolve_filter
 from softeq.groups import PairRep, pair_generators, parse_group
 from softeq.layers import (
     SoftPairMap,
@@ -39,6 +39,7 @@ from softeq.layers import (
     soften_token_grid,
 )
 from softeq.projectors import equivariant_projector, invariant_projector
+from softeq.rpp import DEFAULT_PRIOR, rpp_conv
 
 __all__ = ["soften"]
 
@@ -118,6 +119,7 @@ def soften(
     vector_filter: str | None = None,
     in_place: str | list[str] | None = None,
     basis: str | None = None,
+    rpp_prior: float | None = None,
 ) -> nn.Module:
     """Soften ``model`` in place and return it.
 
@@ -126,7 +128,8 @@ def soften(
         softness: b in [0, 1] for kernels and linear maps (0 strict, 1 the original model).
         softness_pos: b for the positional token grid (default: ``softness``).
         filter: ``shrink``, ``threshold``, ``rank`` or ``rank-hard`` (docs/method.md §2);
-            ``hard_mask=True`` with ``rank`` is the same as ``rank-hard``.
+            ``hard_mask=True`` with ``rank`` is the same as ``rank-hard``.  ``rpp``: residual
+            pathway priors on conv kernels (softeq.rpp; weight ``rpp_prior``, docs/method.md §7).
         include, exclude: fnmatch patterns on qualified module names.
         min_kernel: image groups soften convs whose kernel is at least this (default 2: k > 1).
         pos_embed: soften the positional grid (None: when the model has one).
@@ -143,11 +146,11 @@ def soften(
     """
     g = parse_group(group)
     b = check_softness(softness, "softness")
-    filter = resolve_filter(filter, hard_mask)
     features = features or ("pairs" if g.kind == "SO2" else "image")
+    rpp = _rpp_setting(filter, b, softness_pos, hard_mask, rpp_prior, features, in_place)
+    filter = filter if rpp is not None else resolve_filter(filter, hard_mask)
     include, exclude = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
-    if any(True for _ in iter_soft(model)):
-        raise ValueError("model is already softened; fold it or start from the plain model")
+    _check_plain(model)
     image_only = {"pos_embed": pos_embed, "operator": operator, "basis": basis}
     _check_feature_arguments(features, g.kind, image_only, vector_filter)
     if features == "image":
@@ -164,6 +167,7 @@ def soften(
             operator,
             cache_dir,
             basis or "svd",
+            rpp,
         )
         _move_in_place(model, _as_patterns(in_place, "in_place") or ())
     else:
@@ -177,6 +181,29 @@ def soften(
             f"(group={g.name}, include={include}, exclude={exclude}, min_kernel={min_kernel})"
         )
     return model
+
+
+def _check_plain(model: nn.Module) -> None:
+    if any(True for _ in iter_soft(model)):
+        raise ValueError("model is already softened; fold it or start from the plain model")
+
+
+def _rpp_setting(filter, b, softness_pos, hard_mask, prior, features, in_place) -> float | None:
+    """The prior weight of a residual-pathway softening (None for the spectral filters)."""
+    if filter != RPP:
+        if prior is not None:
+            raise ValueError(f"rpp_prior applies to filter {RPP!r}, not to {filter!r}")
+        return None
+    if features != "image" or in_place:
+        raise ValueError(f"filter {RPP!r} softens conv kernels: no pair features, no in_place")
+    if hard_mask:
+        raise ValueError(f"hard_mask applies to the 'rank' filter only, not to {RPP!r}")
+    if softness_pos is not None and softness_pos != b:
+        raise ValueError(f"filter {RPP!r} has no positional softness (softness_pos={softness_pos})")
+    prior = DEFAULT_PRIOR if prior is None else float(prior)
+    if not prior >= 0:
+        raise ValueError(f"rpp_prior must be >= 0, got {prior}")
+    return prior
 
 
 def _check_feature_arguments(features, kind, image_only, vector_filter) -> None:
@@ -207,7 +234,10 @@ def _soften_image(
     operator: str | None,
     cache_dir: str | Path | None,
     basis: str = "svd",
+    rpp: float | None = None,
 ) -> int:
+    """Soften the selected convs and positional grids; ``rpp``: the residual pathway prior
+    weight, with the exact projector P_0 on the convs and no grid."""
     count = 0
     for name, module in model.named_modules():
         if not _selected(name, include, exclude):
@@ -222,10 +252,16 @@ def _soften_image(
         k_h, k_w = module.kernel_size
         if k_h != k_w:
             raise ValueError(f"{name}: kernel {k_h}x{k_w} is not square; exclude it by name")
-        projector = invariant_projector(
-            group, k_h, b, filter, False, operator, "weight", cache_dir, basis
-        )
-        soften_conv(module, projector)
+        if rpp is not None:
+            exact = invariant_projector(
+                group, k_h, 0.0, "shrink", False, operator, "weight", cache_dir, basis
+            )
+            rpp_conv(module, exact, b, rpp)
+        else:
+            projector = invariant_projector(
+                group, k_h, b, filter, False, operator, "weight", cache_dir, basis
+            )
+            soften_conv(module, projector)
         count += 1
 
     grids = [(name, m, _token_grid(m)) for name, m in model.named_modules() if _token_grid(m)]
@@ -233,6 +269,11 @@ def _soften_image(
         raise ValueError(f"pos_embed=True but {type(model).__name__} has no positional token grid")
     if softness_pos is not None and not grids:
         raise ValueError(f"softness_pos given but {type(model).__name__} has no token grid")
+    if rpp is not None and grids and pos_embed is not False:
+        raise ValueError(
+            f"filter {RPP!r} softens conv kernels; {type(model).__name__} has a positional grid "
+            "(pass pos_embed=False to leave it plain)"
+        )
     b_pos = b if softness_pos is None else check_softness(softness_pos, "softness_pos")
     for name, module, (attr, side, prefix) in grids:
         qualified = f"{name}.{attr}" if name else attr

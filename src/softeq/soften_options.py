@@ -14,7 +14,9 @@ is set by default, so softeq's own selection and filtering hold (docs/fidelity.m
 * ``in_place`` (pair models, Hugging Face ViT / DINOv2 classifiers, spec key ``hf``, and the
   segmenters :data:`IN_PLACE_SEGMENTERS`): the model's ``reference_in_place`` tensors (for HF
   image models the positional grid's patch part) are projected in place at every forward call,
-  the reference's way, instead of parametrized.
+  the reference's way, instead of parametrized;
+* ``rpp_prior`` (image models): the prior weight lambda of the runs with filter ``rpp``
+  (residual pathway priors, softeq.rpp); the backbone's other runs do not use it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from softeq.filters import FILTERS, check_softness
+from softeq.filters import FILTERS, RPP, check_softness
 from softeq.projectors.build import BASES
 from softeq.spec import Softening
 
@@ -92,10 +94,11 @@ class SoftenOptions:
     vector_filter: str | None = None
     in_place: bool = False
     basis: str | None = None
+    rpp_prior: float | None = None
 
-    KEYS = ("skip_small_kernels", "vector_filter", "in_place", "basis")
+    KEYS = ("skip_small_kernels", "vector_filter", "in_place", "basis", "rpp_prior")
     PAIR_KEYS = ("vector_filter", "in_place")
-    IMAGE_KEYS = ("skip_small_kernels", "basis")
+    IMAGE_KEYS = ("skip_small_kernels", "basis", "rpp_prior")
 
     @classmethod
     def from_dict(cls, values: Any, where: str = SPEC_KEY) -> SoftenOptions:
@@ -115,7 +118,12 @@ class SoftenOptions:
         basis = values.get("basis")
         if basis is not None and basis not in BASES:
             raise ValueError(f"{where}.basis: expected one of {BASES}, got {basis!r}")
-        return cls(skip, vector_filter, in_place, basis)
+        prior = values.get("rpp_prior")
+        if prior is not None and (
+            isinstance(prior, bool) or not isinstance(prior, int | float) or not prior >= 0
+        ):
+            raise ValueError(f"{where}.rpp_prior: expected a number >= 0, got {prior!r}")
+        return cls(skip, vector_filter, in_place, basis, None if prior is None else float(prior))
 
     def soften_kwargs(self, softening: Softening, model: nn.Module | None = None) -> dict[str, Any]:
         """Keyword arguments of ``softeq.soften`` for ``softening`` on ``model`` (none: its
@@ -135,6 +143,8 @@ class SoftenOptions:
                     f"rank-hard), not {softening.filter!r}"
                 )
             kwargs["basis"] = self.basis
+        if self.rpp_prior is not None and softening.filter == RPP:
+            kwargs["rpp_prior"] = self.rpp_prior
         return kwargs
 
     def check_applies(self, model: nn.Module, where: str = SPEC_KEY) -> None:

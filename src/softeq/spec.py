@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from softeq.filters import FILTERS, check_softness, resolve_filter
+from softeq.filters import METHODS, RPP, check_softness, resolve_method
 from softeq.groups import parse_group
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
 _SOFTNESS = r"0|1|0\.[0-9]+"
 WILDCARD_PATTERNS = {
     "group": r"C[1-9][0-9]*|D[1-9][0-9]*|flip|SO2",
-    "filter": "|".join(re.escape(name) for name in FILTERS),
+    "filter": "|".join(re.escape(name) for name in METHODS),
     "softness": _SOFTNESS,
     "softness_pos": _SOFTNESS,
 }
@@ -71,14 +71,27 @@ class Softening:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "group", parse_group(self.group).name)
-        set_(self, "filter", resolve_filter(self.filter))
+        set_(self, "filter", resolve_method(self.filter))
         set_(self, "softness", check_softness(self.softness, "softness"))
         pos = self.softness if self.softness_pos is None else self.softness_pos
         set_(self, "softness_pos", check_softness(pos, "softness_pos"))
         for value in (self.softness, self.softness_pos):
             format_softness(value)
+        if self.filter == RPP:
+            self._check_rpp()
         if self.features not in (None, "image", "pairs"):
             raise ValueError(f"features must be 'image' or 'pairs', got {self.features!r}")
+
+    def _check_rpp(self) -> None:
+        """Residual pathway priors act on conv kernels only (softeq.rpp): no positional
+        softness of its own, no pair features."""
+        if self.softness_pos != self.softness:
+            raise ValueError(
+                f"filter {RPP!r} has no positional softness: softness_pos must equal softness "
+                f"({self.softness_pos} != {self.softness})"
+            )
+        if parse_group(self.group).kind == "SO2" or self.features == "pairs":
+            raise ValueError(f"filter {RPP!r} softens conv kernels; pair features take a filter")
 
     # ---- the path segment ------------------------------------------------------------------
 

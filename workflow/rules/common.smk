@@ -3,7 +3,9 @@ import os
 
 from softeq.pipeline.plan import (
     DOWNLOADED_FAMILIES,
+    DOWNLOADED_TENSORS,
     EMBEDDED_FAMILIES,
+    EMBEDDED_TENSORS,
     FIGURES,
     PAPER_TABLES,
     RUN_DIR,

@@ -15,6 +15,44 @@ rule prepare_digits:
         "softeq prepare-data --dataset digits --out {output:q} > {log:q} 2>&1"
 
 
+rule prepare_embedded_tensors:
+    output:
+        f"{RESOURCES}/data/{{family}}.safetensors",
+    log:
+        "logs/prepare_data/{family}.log",
+    wildcard_constraints:
+        family="|".join(EMBEDDED_TENSORS),
+    conda:
+        "../envs/softeq.yaml"
+    threads: 1
+    params:
+        protocol=PLAN.prepare_protocol,
+    shell:
+        "softeq prepare-data --dataset {wildcards.family} --protocol {params.protocol:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule prepare_downloaded_tensors:
+    output:
+        f"{RESOURCES}/data/{{family}}.safetensors",
+    log:
+        "logs/prepare_data/{family}.log",
+    wildcard_constraints:
+        family="|".join(DOWNLOADED_TENSORS),
+    localrule: True
+    conda:
+        "../envs/softeq.yaml"
+    threads: 1
+    params:
+        root=PLAN.dataset_root,
+        protocol=PLAN.prepare_protocol,
+        downloads=f"{RESOURCES}/downloads",
+    shell:
+        "softeq prepare-data --dataset {wildcards.family} --root {params.root:q}"
+        " --protocol {params.protocol:q} --downloads {params.downloads:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
 rule prepare_embedded:
     output:
         f"{RESOURCES}/data/{{family}}.json",

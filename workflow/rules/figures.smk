@@ -50,6 +50,27 @@ rule figure1:
         "softeq figure1 {params.args} --out {output:q} > {log:q} 2>&1"
 
 
+rule figure2:
+    input:
+        PLAN.figure2_summary,
+    output:
+        report(
+            f"{RESULTS}/figures/figure2_{{dataset}}.png",
+            caption="../report/figure2.rst",
+            category="Figure 2",
+        ),
+    log:
+        "logs/figures/figure2_{dataset}.log",
+    conda:
+        "../envs/softeq.yaml"
+    threads: 1
+    params:
+        backbone=config["figure2"]["backbone"],
+    shell:
+        "softeq figure2 --summary {input:q} --backbone {params.backbone:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
 rule paper_table:
     input:
         lambda wildcards: PLAN.summaries_of(wildcards.task),

@@ -105,7 +105,8 @@ def build_digits(out_path: str | os.PathLike[str]) -> Path:
 
 
 def load_split(path: str | os.PathLike[str], split: str) -> TensorDataset:
-    """Load one split (``train``, ``val`` or ``test``) of a file written by :func:`build_digits`.
+    """Load one split (``train``, ``val`` or ``test``) of a file written by :func:`build_digits`
+    (or of the same layout: float32 images in [0, 1], or uint8 ones read as x / 255).
 
     Raises ValueError, naming the file, when the split is unknown or the file is missing, not a
     safetensors file, or lacks the split's tensors.
@@ -133,9 +134,16 @@ def load_split(path: str | os.PathLike[str], split: str) -> TensorDataset:
     if missing:
         raise ValueError(f"embedded dataset file {file} lacks tensors {missing}")
     x, y = loaded[keys[0]], loaded[keys[1]]
-    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or x.dtype != torch.float32:
+    if (
+        x.ndim != 4
+        or y.ndim != 1
+        or len(x) != len(y)
+        or x.dtype not in (torch.float32, torch.uint8)
+    ):
         raise ValueError(
             f"embedded dataset file {file}: split {split!r} has x {tuple(x.shape)} {x.dtype} and "
-            f"y {tuple(y.shape)}; expected float32 (N, C, H, W) and (N,)"
+            f"y {tuple(y.shape)}; expected float32 or uint8 (N, C, H, W) and (N,)"
         )
+    if x.dtype == torch.uint8:  # 8-bit images (MNIST): [0, 255] -> [0, 1]
+        x = x.float().div_(255.0)
     return TensorDataset(x, y.long())

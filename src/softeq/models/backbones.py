@@ -18,6 +18,7 @@ import timm
 import torch
 from torch import nn
 
+from softeq.models import simple_cnn as _simple_cnn  # noqa: F401  (registers timm's simple_cnn)
 from softeq.models.canonicalize import SPEC_KEY as CANONICALIZE_KEY
 from softeq.models.canonicalize import Canonicalize
 from softeq.models.registry import register_model

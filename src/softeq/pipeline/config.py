@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "Run",
     "check_paths",
+    "check_rpp_runs",
     "load_config",
     "resolve",
     "task_of",
@@ -204,6 +205,8 @@ TASK_OF_SPEC = {
 }
 DATASETS = {  # dataset family -> task
     "digits": "classification",
+    "digits69": "classification",
+    "mnist": "classification",
     "imagenet": "classification",
     "cifar10": "classification",
     "cifar100": "classification",
@@ -321,4 +324,31 @@ def resolve(config: dict[str, Any]) -> list[Run]:
     duplicates = sorted(p for p, n in Counter(run.path for run in runs).items() if n > 1)
     if duplicates:
         raise ConfigError(f"experiments: the same run is listed twice: {duplicates[0]}")
+    check_rpp_runs(config, runs)
     return runs
+
+
+def check_rpp_runs(config: dict[str, Any], runs: list[Run]) -> None:
+    """Residual pathway priors (filter rpp) soften conv kernels of image models only, and
+    ``figure2`` needs both methods' runs (shrink, rpp) of its dataset and backbone."""
+    for run in runs:
+        if run.softening.filter == "rpp" and run.task == "trajectory":
+            raise ConfigError(
+                f"experiments: {run.path}: filter rpp acts on conv kernels, not pairs"
+            )
+    settings = config.get("figure2") or {}
+    dataset, backbone = settings.get("dataset"), settings.get("backbone")
+    if dataset is None and backbone is None:
+        return
+    if dataset is None or backbone is None:
+        raise ConfigError("figure2: set both dataset and backbone (or neither)")
+    filters = {
+        run.softening.filter
+        for run in runs
+        if (run.task, run.dataset, run.backbone) == ("classification", dataset, backbone)
+    }
+    missing = sorted({"shrink", "rpp"} - filters)
+    if missing:
+        raise ConfigError(
+            f"figure2: no classification runs of {backbone!r} on {dataset!r} with filter {missing}"
+        )

@@ -12,12 +12,15 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from softeq.filters import RPP
 from softeq.pipeline.config import Run, resolve
 from softeq.spec import PATH_TEMPLATE, WILDCARD_PATTERNS, Softening
 
 __all__ = [
     "DOWNLOADED_FAMILIES",
+    "DOWNLOADED_TENSORS",
     "EMBEDDED_FAMILIES",
+    "EMBEDDED_TENSORS",
     "FIGURES",
     "PAPER_TABLES",
     "RUN_DIR",
@@ -47,6 +50,9 @@ DOWNLOADED_FAMILIES = ("voc", "ethucy", "cifar10", "cifar100")
 PAPER_TABLES = {"cifar": ("classification", ("cifar10", "cifar100"))}
 """Paper tables of their own: name -> (task, dataset families); these families stay out of
 the task's table (``paper_<task>.csv``) and go to ``paper_<name>.csv``."""
+# classification sets stored as tensors (<name>.safetensors) beside the embedded digits:
+EMBEDDED_TENSORS = ("digits69",)  # built offline from a protocol (the 6 / 9 construction)
+DOWNLOADED_TENSORS = ("mnist",)  # fetched (md5-checked) unless a local root is given
 
 
 def family_of(dataset: str) -> str:
@@ -81,9 +87,10 @@ class Plan:
     # ---- job arguments -----------------------------------------------------------------------
 
     def data_file(self, wildcards: Any) -> str:
-        """The file a job reads for its dataset: the embedded digits, or a dataset manifest."""
-        if wildcards.dataset == "digits":
-            return f"{self.resources}/data/digits.safetensors"
+        """The file a job reads for its dataset: a tensor file (the embedded digits and their
+        siblings), or a dataset manifest."""
+        if wildcards.dataset in ("digits", *EMBEDDED_TENSORS, *DOWNLOADED_TENSORS):
+            return f"{self.resources}/data/{wildcards.dataset}.safetensors"
         return f"{self.resources}/data/{family_of(wildcards.dataset)}.json"
 
     def backbone_spec(self, wildcards: Any) -> str:
@@ -232,9 +239,12 @@ class Plan:
         return PAPER_TABLES[wildcards.table][0]
 
     def filter_ablations(self) -> list[tuple[str, str]]:
-        """(task, dataset) pairs with several filters at one softness: the filter comparison."""
+        """(task, dataset) pairs with several spectral filters at one softness: the filter
+        comparison (``rpp``, a method of its own, is compared in Figure 2 instead)."""
         filters: dict[tuple, set[str]] = {}
         for run in self.runs:
+            if run.softening.filter == RPP:
+                continue
             key = (run.task, run.dataset, run.backbone, run.softening.softness)
             filters.setdefault(key, set()).add(run.softening.filter)
         return sorted({key[:2] for key, names in filters.items() if len(names) > 1})
@@ -263,6 +273,15 @@ class Plan:
         args += ["--softness", ",".join(str(b) for b in settings["softness"])]
         return shlex.join(str(arg) for arg in args)
 
+    def figure2_outputs(self) -> list[str]:
+        """Figure 2 (soft equivariance against RPP) of the configured dataset, if any."""
+        dataset = (self.config.get("figure2") or {}).get("dataset")
+        return [f"{self.results}/figures/figure2_{dataset}.png"] if dataset else []
+
+    def figure2_summary(self, wildcards: Any) -> str:
+        """The summary table Figure 2 reads (it never retrains)."""
+        return f"{self.results}/tables/classification_{wildcards.dataset}_summary.csv"
+
     def construction_timing_args(self) -> str:
         """The measurement settings of ``softeq construction-timing``, shell-quoted."""
         settings = self.config["construction_timing"]
@@ -274,8 +293,8 @@ class Plan:
         return shlex.join(str(arg) for arg in args)
 
     def paper_outputs(self) -> list[str]:
-        """Figure 1, the paper tables and the ablations."""
-        outputs = self.figure1_outputs()
+        """Figures 1 and 2, the paper tables and the ablations."""
+        outputs = self.figure1_outputs() + self.figure2_outputs()
         outputs += [
             f"{self.results}/tables/paper_{task}.csv"
             for task in self.tasks
@@ -296,7 +315,7 @@ class Plan:
     def figure_targets(self) -> list[str]:
         """Every figure drawn from tables (what ``snakemake figures`` regenerates)."""
         paths = [p for task, dataset in self.datasets for p in self.figures_for(task, dataset)]
-        return paths + self.figure1_outputs()
+        return paths + self.figure1_outputs() + self.figure2_outputs()
 
     def targets(self, families: set[str] | None = None) -> list[str]:
         """Tables and figures of every (task, dataset), or of the given dataset families."""

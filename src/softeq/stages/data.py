@@ -17,6 +17,7 @@ __all__ = [
     "prepare_cifar_manifest",
     "prepare_data",
     "prepare_ethucy",
+    "prepare_mnist",
     "prepare_voc",
     "trajectory_manifest",
 ]
@@ -94,6 +95,19 @@ def prepare_cifar_manifest(
         ) from error
 
 
+def prepare_mnist(root: str | None, downloads: Path, out: Path, protocol: dict) -> None:
+    """Symmetry-breaking MNIST from a local copy (``root``, md5-checked) or the mirrors."""
+    from softeq.data.mnist import build_mnist, fetch_mnist, mnist_folder
+
+    try:
+        folder = mnist_folder(root) if root else fetch_mnist(downloads)
+    except ConnectionError as error:
+        raise SystemExit(f"{error}\nSet datasets.mnist.root to a local copy.") from error
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"datasets.mnist.root: {error}") from error
+    build_mnist(folder, out, **protocol)
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -106,6 +120,13 @@ def prepare_data(args: argparse.Namespace) -> None:
         from softeq.data.embedded import build_digits
 
         build_digits(out)
+    elif args.dataset == "digits69":
+        from softeq.data.symmetry_breaking import build_digits69
+
+        build_digits69(out, **protocol)
+    elif args.dataset == "mnist":
+        downloads.mkdir(parents=True, exist_ok=True)
+        prepare_mnist(args.root, downloads, out, protocol)
     elif args.dataset == "vocdigits":
         from softeq.data.embedded_voc import EMBEDDED_VOC_CLASSES, build_embedded_voc
 
@@ -150,6 +171,6 @@ def prepare_data(args: argparse.Namespace) -> None:
             raise SystemExit(f"{error}\n\n{IMAGENET_HELP}") from error
     else:
         raise SystemExit(
-            f"--dataset {args.dataset!r}: expected digits, vocdigits, synthetic, imagenet, voc, "
-            "ethucy, cifar10 or cifar100"
+            f"--dataset {args.dataset!r}: expected digits, digits69, mnist, vocdigits, synthetic, "
+            "imagenet, voc, ethucy, cifar10 or cifar100"
         )

@@ -1,5 +1,5 @@
-"""Figure and table stages that read models or tables, never retrain: Figure 1, the paper's
-tables, and the ablations (filters; projector construction time).
+"""Figure and table stages that read models or tables, never retrain: Figures 1 and 2, the
+paper's tables, and the ablations (filters; projector construction time).
 
 Each stage wires a computation (``softeq.metrics.feature_maps``, ``softeq.results``,
 ``softeq.timing``) to the drawing that reads its output (``softeq.figures``).
@@ -22,6 +22,7 @@ __all__ = [
     "ablation_filters",
     "construction_timing",
     "figure1",
+    "figure2",
     "paper_table",
     "render_figure1",
 ]
@@ -85,6 +86,16 @@ def figure1(args: argparse.Namespace) -> None:
         input_size=spec.input_size,
         title=args.title,
     )
+
+
+def figure2(args: argparse.Namespace) -> None:
+    """Figure 2 (soft equivariance against RPP over b) from a summary table; never retrains."""
+    from softeq.figures.figure2 import plot_figure2
+
+    try:
+        print(plot_figure2(args.summary, args.out, args.backbone, title=args.backbone))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"figure2: {error}") from error
 
 
 def paper_table(args: argparse.Namespace) -> None:
