@@ -52,8 +52,9 @@ def test_schema_errors_name_the_key(config, edit, key):
 def test_resolve_expands_and_checks_semantics(config):
     validate_config(config, SCHEMA)
     runs = resolve(config)
-    # digits (+ filter ablation), digits69 (shrink and rpp: Figure 2), vocdigits, corridors
-    assert len(runs) == 2 * 5 + 3 + 2 * 4 + 3 + 3 + 1
+    # digits (+ filter ablation, canonicalization), digits69 (shrink and rpp: Figure 2),
+    # vocdigits, corridors
+    assert len(runs) == 2 * 5 + 3 + 1 + 2 * 4 + 3 + 3 + 1
     assert runs[0].path == "classification/digits/vit/group~C4/filter~shrink/b~0_pos~0/seed~0"
     assert runs[-1].path == (
         "trajectory/synthetic-corridor000/constvel/group~SO2/filter~shrink/b~1_pos~1/seed~0"

@@ -47,7 +47,10 @@ FIGURES = ("tunability", "bounds", "angles")
 EMBEDDED_FAMILIES = ("vocdigits", "synthetic")  # built offline from a protocol
 # fetched (checksummed) unless a local root is given
 DOWNLOADED_FAMILIES = ("voc", "ethucy", "cifar10", "cifar100")
-PAPER_TABLES = {"cifar": ("classification", ("cifar10", "cifar100"))}
+PAPER_TABLES = {
+    "cifar": ("classification", ("cifar10", "cifar100")),
+    "figure2": ("classification", ("mnist", "digits69")),  # the tunability study's numbers
+}
 """Paper tables of their own: name -> (task, dataset families); these families stay out of
 the task's table (``paper_<task>.csv``) and go to ``paper_<name>.csv``."""
 # classification sets stored as tensors (<name>.safetensors) beside the embedded digits:
