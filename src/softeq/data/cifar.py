@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from softeq.data.download import download, verify_file
+from softeq.data.download import download, extract_tar, verify_file
 from softeq.io import atomic_dir, atomic_write, file_sha256, read_manifest, write_json
 from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -218,19 +218,13 @@ def fetch_cifar(name: str, downloads: str | Path, url: str | None = None) -> Pat
     """The unpacked release under ``downloads``: the archive is downloaded (md5-checked; a copy
     already there with the right md5 is used offline) and unpacked through a staging folder,
     unless the folder is there.  ``ConnectionError`` when the host cannot be reached."""
-    import tarfile
-
     release, downloads = _release(name), Path(downloads)
     tree = downloads / release.folder
     if tree.is_dir():
         return tree
     archive = download(url or release.url, downloads / release.archive, md5=release.md5)
     with atomic_dir(tree) as staging:
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                tar.extractall(staging, filter="data")
-        except (tarfile.TarError, OSError) as error:
-            raise ValueError(f"{archive}: cannot unpack ({error})") from error
+        extract_tar(archive, staging)
         inner = staging / release.folder
         if not inner.is_dir():
             raise ValueError(f"{archive}: holds no {release.folder}/ folder")

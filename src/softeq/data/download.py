@@ -10,13 +10,14 @@ elsewhere and copy it in (a file already in place with the right checksum is use
 from __future__ import annotations
 
 import hashlib
+import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from softeq.io import CHUNK, atomic_path, file_digest
 
-__all__ = ["download", "verify_file"]
+__all__ = ["download", "extract_tar", "verify_file"]
 
 
 def _expected(md5: str | None, sha256: str | None) -> dict[str, str]:
@@ -151,3 +152,13 @@ def _stream(
                 f"downloaded from {url}. The transfer was corrupted or the file changed "
                 "upstream; nothing was written.",
             )
+
+
+def extract_tar(archive: Path, dest: Path) -> None:
+    """Unpack ``archive`` into ``dest`` (tarfile's ``data`` filter: no links out, no devices); an
+    unreadable archive raises naming it."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as error:
+        raise ValueError(f"{archive}: cannot unpack ({error})") from error

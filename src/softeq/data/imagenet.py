@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from softeq.data.download import download
+from softeq.data.download import download, extract_tar
 from softeq.data.imagefolder import build_manifest, is_image_file, is_imagefolder_tree
 from softeq.data.imagenet_hf import HF_DATASET, export_hf_imagenet
 from softeq.io import atomic_dir, file_md5
@@ -293,11 +293,7 @@ def prepare_imagenette(
     else:
         download(url, archive, md5=md5, sha256=sha256, progress=progress)
     with atomic_dir(tree) as tmp:
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError) as error:
-            raise ValueError(f"{archive}: cannot unpack ({error})") from error
+        extract_tar(archive, tmp)
         inner = tmp / stem if is_imagefolder_tree(tmp / stem) else tmp
         if not is_imagefolder_tree(inner):
             raise ValueError(f"{archive}: expected {stem}/{{train,val}}/<class>/ inside")

@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from softeq.figures.plots import END_MARK, mark_softness_ends
 from softeq.figures.style import LINESTYLES, OKABE_ITO, PANEL_H, figure_style, save_figure
 from softeq.results.aggregate import read_table
 
@@ -33,7 +34,6 @@ FIGURE2_PANELS = {
     "inv_error": "invariance error (KL, nats)",
 }
 _PERCENT = ("acc", "rot_acc", "combined")
-_END = {"linestyle": "none", "markersize": 6, "markeredgecolor": "black", "mew": 0.7, "zorder": 3}
 
 
 def figure2_rows(summary: pd.DataFrame, backbone: str, where: str = "summary") -> pd.DataFrame:
@@ -81,22 +81,17 @@ def plot_figure2(
                 ax.plot(x, y, marker="o", **style)
                 for end, marker in ((0.0, "s"), (1.0, "D")):
                     at = np.isclose(x, end)
-                    ax.plot(x[at], y[at], marker=marker, mfc=style["color"], **_END)
+                    ax.plot(x[at], y[at], marker=marker, mfc=style["color"], **END_MARK)
             handles.append(Line2D([], [], marker="o", label=label, **style))
         for ax, (panel, ylabel) in zip(axes, FIGURE2_PANELS.items(), strict=True):
             ax.set_xlabel(r"b  (RPP: $\sigma_{free}/\sigma_{eq}$)")
             ax.set_ylabel(ylabel)
-            for end in (0.0, 1.0):
-                ax.axvline(end, color="0.45", linestyle=":", linewidth=0.9, zorder=0)
-            ax.set_xlim(-0.06, 1.06)
-            top = ax.secondary_xaxis("top")
-            top.set_xticks([0.0, 1.0], labels=["b=0 exact", "b=1 plain"])
-            top.tick_params(length=0, pad=2, labelsize=7, labelcolor="0.3")
+            mark_softness_ends(ax, ("b=0 exact", "b=1 plain"))
             if panel == "inv_error":
                 ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
         marks = [
-            Line2D([], [], marker="s", mfc="0.7", label="b=0", **_END),
-            Line2D([], [], marker="D", mfc="0.7", label="b=1", **_END),
+            Line2D([], [], marker="s", mfc="0.7", label="b=0", **END_MARK),
+            Line2D([], [], marker="D", mfc="0.7", label="b=1", **END_MARK),
         ]
         fig.legend(
             handles=handles + marks,

@@ -30,7 +30,13 @@ from softeq.figures.style import (
 )
 from softeq.results.aggregate import read_table
 
-__all__ = ["plot_bounds", "plot_error_vs_angle", "plot_tunability"]
+__all__ = [
+    "END_MARK",
+    "mark_softness_ends",
+    "plot_bounds",
+    "plot_error_vs_angle",
+    "plot_tunability",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -38,7 +44,7 @@ PathLike = str | os.PathLike[str]
 _FACETS = ("task", "dataset", "group", "filter")
 _BAND_ALPHA = 0.18
 # b=0 / b=1 points: larger, black-edged, square / diamond, so the anchors read without colour.
-_END_MARK = {
+END_MARK = {
     "linestyle": "none",
     "markersize": 6,
     "markeredgecolor": "black",
@@ -169,13 +175,13 @@ def _depth_colors(n: int) -> list[tuple]:
     return [cmap(0.9 * i / max(n - 1, 1)) for i in range(n)]
 
 
-def _mark_softness_ends(ax: Axes) -> None:
-    """Dotted verticals at b=0 and b=1, named "strict" / "plain" on a top axis (never on data)."""
+def mark_softness_ends(ax: Axes, labels: tuple[str, str] = ("strict", "plain")) -> None:
+    """Dotted verticals at b=0 and b=1, named on a top axis (never on data)."""
     for x in (0.0, 1.0):
         ax.axvline(x, color="0.45", linestyle=":", linewidth=0.9, zorder=0)
     ax.set_xlim(-0.06, 1.06)
     top = ax.secondary_xaxis("top")
-    top.set_xticks([0.0, 1.0], labels=["strict", "plain"])
+    top.set_xticks([0.0, 1.0], labels=list(labels))
     top.tick_params(length=0, pad=2, labelsize=8, labelcolor="0.3")
     top.spines["top"].set_visible(False)
 
@@ -241,16 +247,16 @@ def plot_tunability(
                 ax.plot(x, y, marker="o", **style)
                 for end, marker in ((0.0, "s"), (1.0, "D")):
                     at = np.isclose(x, end)
-                    ax.plot(x[at], y[at], marker=marker, mfc=style["color"], **_END_MARK)
+                    ax.plot(x[at], y[at], marker=marker, mfc=style["color"], **END_MARK)
             handles.append(Line2D([], [], marker="o", label=_series_name(keys, values), **style))
         for ax, panel in zip(axes, panels, strict=True):
             ax.set_xlabel("softness b")
             ax.set_ylabel(_label(panel, task))
-            _mark_softness_ends(ax)
+            mark_softness_ends(ax)
         axes[1].set_ylim(bottom=min(0.0, axes[1].get_ylim()[0]))
         marks = [
-            Line2D([], [], marker="s", mfc="0.7", label="b=0 strict", **_END_MARK),
-            Line2D([], [], marker="D", mfc="0.7", label="b=1 plain", **_END_MARK),
+            Line2D([], [], marker="s", mfc="0.7", label="b=0 strict", **END_MARK),
+            Line2D([], [], marker="D", mfc="0.7", label="b=1 plain", **END_MARK),
         ]
         entries = handles + marks
         ncols = _legend_ncols([h.get_label() for h in entries], fig.get_figwidth())
