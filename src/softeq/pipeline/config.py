@@ -26,6 +26,7 @@ __all__ = [
     "Run",
     "check_paths",
     "check_rpp_runs",
+    "experiments",
     "load_config",
     "resolve",
     "task_of",
@@ -162,8 +163,18 @@ def add_exact_twins(config: dict[str, Any]) -> None:
         check_config_options({twin: backbones[twin] for twin in twins.values()})
     except ValueError as error:
         raise ConfigError(f"config key {error}") from error
-    for exp in config.get("experiments") or []:
+    for _, exp in experiments(config):
         exp["backbones"] = [b for name in exp["backbones"] for b in (name, twins.get(name)) if b]
+
+
+def experiments(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(config key, experiment) of ``experiments`` and then ``extra_experiments``: a second
+    config file adds runs under the latter (Snakemake replaces lists when it merges files)."""
+    return [
+        (f"{key}[{i}]", exp)
+        for key in ("experiments", "extra_experiments")
+        for i, exp in enumerate(config.get(key) or [])
+    ]
 
 
 @dataclass(frozen=True)
@@ -263,8 +274,7 @@ def resolve(config: dict[str, Any]) -> list[Run]:
     check_paths(config)
     check_settings(config)
     runs: list[Run] = []
-    for i, exp in enumerate(config.get("experiments") or []):
-        where = f"experiments[{i}]"
+    for where, exp in experiments(config):
         task = exp["task"]
         if DATASETS[exp["dataset"]] != task:
             raise ConfigError(f"{where}.dataset: {exp['dataset']!r} is not a {task} dataset")
