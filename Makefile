@@ -10,7 +10,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 SNAKEMAKE := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake
 
-.PHONY: run test test-slurm lint lint-workflow format install clean docs-figures
+.PHONY: run run-extended test test-slurm lint lint-workflow format install clean docs-figures
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(SNAKEMAKE) all --cores 2 --configfile config/config.yaml
 	$(SNAKEMAKE) all --configfile config/config.yaml --report results/report.html
+
+# the embedded study's heavier half (config/extended.yaml) on top of the embedded default
+run-extended: $(STAMP)
+	$(SNAKEMAKE) all --cores 2 --configfile config/config.yaml config/extended.yaml
 
 # the README's figures: small copies of the embedded default's (after `make run`)
 docs-figures: $(STAMP)
@@ -42,6 +46,7 @@ lint-workflow: $(STAMP)
 	$(BIN)/snakefmt --check workflow
 	$(SNAKEMAKE) --lint --configfile config/config.yaml
 	$(SNAKEMAKE) -n -q all --configfile config/config.yaml
+	$(SNAKEMAKE) -n -q all --configfile config/config.yaml config/extended.yaml
 	$(SNAKEMAKE) -n -q all --configfile config/paper.yaml
 	$(SNAKEMAKE) -n -q all --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm
 

@@ -35,7 +35,7 @@ def test_defaults_are_filled(config):
     ("edit", "key"),
     [
         (lambda c: c.update(bogus=1), "'bogus' was unexpected"),
-        (lambda c: c["experiments"][0]["softness"].append(1.5), "experiments[0].softness[5]"),
+        (lambda c: c["experiments"][0]["softness"].append(1.5), "experiments[0].softness[3]"),
         (lambda c: c["experiments"][0].update(softness_pos=-0.1), "experiments[0].softness_pos"),
         (lambda c: c["experiments"][0]["groups"].append("C0"), "experiments[0].groups[1]"),
         (lambda c: c["datasets"]["vocdigits"].update(size=8), "datasets.vocdigits.size"),
@@ -52,9 +52,8 @@ def test_schema_errors_name_the_key(config, edit, key):
 def test_resolve_expands_and_checks_semantics(config):
     validate_config(config, SCHEMA)
     runs = resolve(config)
-    # digits (+ filter ablation, canonicalization), digits69 (shrink and rpp: Figure 2),
-    # vocdigits, corridors
-    assert len(runs) == 2 * 5 + 3 + 1 + 2 * 4 + 3 + 3 + 1
+    # digits (+ canonicalization), digits69 (shrink and rpp: Figure 2), vocdigits, corridors
+    assert len(runs) == 3 + 1 + 2 * 4 + 3 + 3 + 1
     assert runs[0].path == "classification/digits/vit/group~C4/filter~shrink/b~0_pos~0/seed~0"
     assert runs[-1].path == (
         "trajectory/synthetic-corridor000/constvel/group~SO2/filter~shrink/b~1_pos~1/seed~0"
@@ -74,7 +73,7 @@ def test_resolve_expands_and_checks_semantics(config):
         resolve(bad)
     bad = copy.deepcopy(config)
     bad["experiments"][0]["backbones"].append("vgg")
-    with pytest.raises(ConfigError, match=r"experiments\[0\]\.backbones\[2\]: unknown backbone"):
+    with pytest.raises(ConfigError, match=r"experiments\[0\]\.backbones\[1\]: unknown backbone"):
         resolve(bad)
     bad = copy.deepcopy(config)
     bad["experiments"][0]["groups"] = ["SO2"]
@@ -90,8 +89,8 @@ def test_resolve_expands_and_checks_semantics(config):
     ("edit", "key"),
     [
         (lambda c: c.update(bogus=1), "bogus"),
-        (lambda c: c["experiments"][0]["softness"].append(1.5), "experiments[0].softness[5]"),
-        (lambda c: c["experiments"][0]["backbones"].append("vgg"), "experiments[0].backbones[2]"),
+        (lambda c: c["experiments"][0]["softness"].append(1.5), "experiments[0].softness[3]"),
+        (lambda c: c["experiments"][0]["backbones"].append("vgg"), "experiments[0].backbones[1]"),
         (lambda c: c["experiments"][0]["groups"].append("C4x"), "experiments[0].groups[1]"),
         (
             lambda c: c["finetune"]["trajectory"]["recipe"].update(epochs=0),
@@ -135,7 +134,7 @@ def test_plan_gives_rules_their_paths_and_arguments(config):
     validate_config(config, SCHEMA)
     plan = Plan(config)
     assert plan.families == ["digits", "digits69", "synthetic", "vocdigits"]
-    assert plan.filter_ablations() == [("classification", "digits")]
+    assert plan.filter_ablations() == []  # in config/extended.yaml
     digits = plan.targets({"digits"})
     assert "results/tables/classification_digits_summary.csv" in digits
     assert all("classification_digits" in path for path in digits)
@@ -162,3 +161,31 @@ def test_plan_gives_rules_their_paths_and_arguments(config):
     init = SimpleNamespace(init=["my results/model.pt"])
     assert plan.init_arg(wildcards, init) == "--init 'my results/model.pt'"
     assert plan.init_arg(wildcards, SimpleNamespace(init=[])) == ""
+
+
+def test_extended_config_adds_its_runs_to_the_embedded_default(config):
+    """config/extended.yaml merged over config.yaml as Snakemake merges config files: the
+    default's runs stay, the finer ViT levels, the ResNet and the filter ablation join them."""
+    from snakemake.utils import update_config
+
+    from softeq.pipeline import Plan
+
+    validate_config(copy.deepcopy(config), SCHEMA)
+    default = {run.path for run in resolve(copy.deepcopy(config))}
+    with open(ROOT / "config/extended.yaml") as f:
+        update_config(config, yaml.safe_load(f))
+    validate_config(config, SCHEMA)
+    extended = {run.path for run in resolve(config)}
+    added = extended - default
+    assert default < extended and len(added) == 2 + 5 + 3
+    assert {path.split("/")[2] for path in added} == {"vit", "resnet"}
+    plan = Plan(config)
+    assert plan.filter_ablations() == [("classification", "digits")]
+    assert plan.figure1_backbones() == ["vit", "resnet"]
+
+
+def test_extra_experiments_errors_name_their_key(config):
+    config["extra_experiments"] = [{**config["experiments"][0], "backbones": ["nope"]}]
+    validate_config(config, SCHEMA)
+    with pytest.raises(ConfigError, match=r"extra_experiments\[0\]\.backbones\[0\]: unknown"):
+        resolve(config)

@@ -15,6 +15,7 @@ FIGURES = {
     "classification_digits_tunability.png": 1000,
     "classification_digits_bounds.png": 1000,
     "classification_digits_angles.png": 1000,
+    "figure2_digits69.png": 1200,
 }
 
 
