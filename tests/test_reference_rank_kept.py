@@ -149,13 +149,21 @@ def recorded(monkeypatch) -> list[tuple]:
 
 
 def test_used_is_what_the_paper_jobs_build(recorded, tmp_path):
-    """Every image run of paper.yaml, through its job arguments (the Plan's ``--backbone-spec``
-    and ``--softening``) and the task's ``projectors`` stage, on the meta device."""
+    """Every Table 1 / 2 run of paper.yaml (the reference's rank rule), through its job arguments
+    (the Plan's ``--backbone-spec`` and ``--softening``) and the task's ``projectors`` stage, on
+    the meta device."""
     config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")
     plan = Plan(config)
     stages = {"classification": classification, "segmentation": segmentation}
-    runs = {(r.task, r.backbone, r.softening): r for r in plan.runs if r.task in stages}
+    rank = ("rank", "rank-hard")  # the reference's rule (Figure 2's shrink / rpp runs are not)
+    # Tables 1 and 2; the CIFAR rows' settings (C4 / C18 at b = 0 on other kernels and grids)
+    # have no golden count from the reference yet
+    runs = {
+        (r.task, r.backbone, r.softening): r
+        for r in plan.runs
+        if r.task in stages and r.softening.filter in rank and not r.dataset.startswith("cifar")
+    }
     for i, (task, backbone, softening) in enumerate(sorted(runs, key=str)):
         wildcards = runs[task, backbone, softening].wildcards()
         args = argparse.Namespace(
