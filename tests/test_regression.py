@@ -326,7 +326,7 @@ def load(name: str) -> dict:
 def test_regression_config_resolves():
     runs = resolve(load("regression.yaml"))
     assert {r.dataset for r in runs} == {"o5-s30", "o5-s50"}
-    assert len(runs) == 2 * 2 * (1 + 1 + 1 + 2 + 4)
+    assert len(runs) == 2 * 2 * (1 + 3 + 2 + 1)
     assert {r.softening.group for r in runs} == {"O5"}
 
 
@@ -366,7 +366,7 @@ def dry_run(config: str, target: str) -> Counter:
 @needs_o5
 def test_regression_config_dry_run():
     jobs = dry_run("config/regression.yaml", "all_o5")
-    assert jobs["regression"] == 36 and jobs["aggregate_regression"] == 2
+    assert jobs["regression"] == 28 and jobs["aggregate_regression"] == 2
     assert jobs["regression_table"] == jobs["regression_figure"] == 1
 
 

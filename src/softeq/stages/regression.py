@@ -5,7 +5,9 @@ The backbone spec names the model (config: ``backbones.<name>``):
 - ``{regressor: mlp, hidden: 512, depth: 3}``: the plain MLP baseline, an ``nn.Sequential`` of
   Linear / ReLU (nothing to soften: its runs use softness 1);
 - ``{regressor: rep_mlp, hidden: 128 | "<rep>", depth: 3, in_rep: 2V, out_rep: S}``: the MLP on
-  declared representations of the run's group (gated nonlinearities), softened by the run's
+  declared representations of the run's group (gated nonlinearities; ``square_input``, default
+  true, feeds x and x (x) x to the first map: with linear maps and gates alone an O(n)-invariant
+  model of vectors is constant, EMLP's bilinear layers play this part), softened by the run's
   setting through ``softeq.soften`` (b = 0 with ``shrink`` is the exact equivariant MLP, EMLP's
   method; ``rpp`` the residual pathway prior; ``rank-hard`` the reference's hard mask).
 
@@ -36,7 +38,16 @@ __all__ = [
     "regression_table",
 ]
 
-SPEC_KEYS = {"regressor", "hidden", "depth", "in_rep", "out_rep", "activation", "standardize"}
+SPEC_KEYS = {
+    "regressor",
+    "hidden",
+    "depth",
+    "in_rep",
+    "out_rep",
+    "activation",
+    "square_input",
+    "standardize",
+}
 REGRESSORS = ("mlp", "rep_mlp")
 
 
@@ -47,7 +58,8 @@ def _check_spec(spec: dict[str, Any]) -> dict[str, Any]:
             f"--backbone-spec: regressor must be one of {REGRESSORS} (got "
             f"{spec.get('regressor')!r}); unknown keys {unknown}"
         )
-    return {"hidden": 128, "depth": 3, "in_rep": "2V", "out_rep": "S", "activation": "relu", **spec}
+    defaults = {"hidden": 128, "depth": 3, "in_rep": "2V", "out_rep": "S", "activation": "relu"}
+    return {**defaults, "square_input": spec.get("regressor") == "rep_mlp", **spec}
 
 
 def input_dim(spec: dict[str, Any], group: str) -> tuple[int, int]:
@@ -73,9 +85,10 @@ def build_model(spec: dict[str, Any], group: str) -> nn.Module:
             spec["hidden"],
             spec["depth"],
             activation=spec["activation"],
+            square_input=spec["square_input"],
         )
-    if not isinstance(spec["hidden"], int) or spec["activation"] != "relu":
-        raise SystemExit("--backbone-spec: a plain mlp takes an integer hidden width and relu")
+    if not isinstance(spec["hidden"], int) or spec["activation"] != "relu" or spec["square_input"]:
+        raise SystemExit("--backbone-spec: a plain mlp takes an integer width, relu, no square")
     d_in, d_out = input_dim(spec, group)
     widths = [d_in] + [spec["hidden"]] * spec["depth"]
     layers: list[nn.Module] = []
