@@ -34,7 +34,7 @@ def _panel(ax, rows: pd.DataFrame, metric: str) -> None:
         s = np.nan_to_num(sub[f"{metric}_std"].to_numpy(float))
         color = OKABE_ITO[i % len(OKABE_ITO)]
         ax.fill_between(x, y - s, y + s, color=color, alpha=0.18, lw=0)
-        ax.plot(x, y, marker="o", color=color, label=f"soft ({backbone})")
+        ax.plot(x, y, marker="o", color=color, label=f"soft shrink ({backbone})")
     for j, model in enumerate(REFERENCES):
         ref = rows[rows["model"] == model]
         for backbone, sub in ref.groupby("backbone", sort=True):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -160,13 +161,13 @@ def regression(args: argparse.Namespace) -> None:
     splits = load_splits(args.protocol, args.dataset)
     model, spec = _model(args, splits)
     recipe = RegressionRecipe.from_dict(args.recipe, "--recipe")
-    data = {"protocol": args.protocol, "dataset": args.dataset}
+    data = json.dumps({"protocol": args.protocol, "dataset": args.dataset}, sort_keys=True)
     fingerprint = Fingerprint(
         recipe=recipe,
         seed=args.seed,
         model=spec,
         softening=args.softening.to_dict(),
-        data=str(sorted(data.items())),
+        data=data,  # the data is drawn from these, not read from a file
         task="regression",
         stage="regression",
     )
