@@ -29,6 +29,7 @@ from softeq.engine.regression import (
     RegressionRecipe,
     Standardised,
     evaluate_regression,
+    predict,
     regression_errors,
     train_regression,
 )
@@ -161,8 +162,6 @@ def test_schedule_factors_follow_cosine_and_step():
 def test_training_reduces_the_test_mse(tmp_path):
     model = standardised(tiny_mlp())
     test_x, test_y = tensors("test")
-    from softeq.engine.regression import predict
-
     before = regression_errors(predict(model, test_x), test_y)["mse"]
     recipe = RegressionRecipe(epochs=40, batch_size=50, lr=1e-2, min_lr=1e-3)
     history = train_regression(
@@ -352,7 +351,7 @@ def test_noise_and_groups_are_checked():
 
 def dry_run(config: str, target: str) -> Counter:
     result = subprocess.run(
-        ["snakemake", "-n", target, "--configfile", config],
+        ["snakemake", "-n", "--forceall", target, "--configfile", config],  # results or not
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -376,3 +375,58 @@ def test_paper_config_dry_run_lists_the_o5_protocol():
     # 3 noise levels x 3 seeds x (MLP + EMLP + RPP + 2 hard-mask soft + 7 b of the sweep)
     assert jobs["regression"] == 3 * 3 * (1 + 1 + 1 + 2 + 7)
     assert jobs["aggregate_regression"] == 3 and jobs["regression_figure"] == 1
+
+
+# ---- the stage, with the real matrix groups and RepMLP ------------------------------------------
+
+
+def rep_mlp_ready() -> bool:
+    try:
+        from softeq.models.rep_mlp import RepMLP  # noqa: F401
+    except ImportError:
+        return False
+    return matrix_groups_ready()
+
+
+@pytest.mark.skipif(not rep_mlp_ready(), reason="softeq.models.rep_mlp / matrix groups absent")
+def test_the_exact_equivariant_mlp_is_invariant_and_the_plain_mlp_is_not():
+    import softeq
+    from softeq.engine.regression import input_actions
+    from softeq.stages.regression import build_model
+
+    torch.manual_seed(0)
+    emlp = build_model({"regressor": "rep_mlp", "hidden": 32, "depth": 2}, "O5")
+    softeq.soften(emlp, group="O5", softness=0.0, filter="shrink")
+    mlp = build_model({"regressor": "mlp", "hidden": 32, "depth": 2}, "O5")
+    x, y = tensors("test", 100)
+    actions = input_actions("O5", "2V", len(x), seed=0)
+    exact = evaluate_regression(emlp.double(), x.double(), y, actions)
+    assert exact["inv_error"] < 1e-5
+    assert torch.std(predict(emlp, x.double())) > 1e-6  # not a constant
+    assert evaluate_regression(mlp, x, y, actions)["inv_error"] > 1e-3
+
+
+@needs_o5
+def test_the_stage_writes_model_and_metrics_and_resumes(tmp_path, capsys):
+    import json
+
+    from softeq.cli import main
+
+    args = [
+        "regression", "--dataset", "o5-s30",
+        "--protocol", json.dumps({"n_train": 100, "n_val": 50, "n_test": 50}),
+        "--backbone-spec", json.dumps({"regressor": "mlp", "hidden": 16, "depth": 1}),
+        "--backbone", "mlp", "--softening", json.dumps({"group": "O5", "softness": 1.0}),
+        "--recipe", json.dumps({"epochs": 3, "batch_size": 50}),
+        "--checkpoint", str(tmp_path / "model.pt.ckpt"),
+        "--model-out", str(tmp_path / "model.pt"), "--out", str(tmp_path / "metrics.json"),
+    ]  # fmt: skip
+    main(args)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["task"] == "regression" and metrics["dataset"] == "o5-s30"
+    assert metrics["group"] == "O5" and metrics["angle_sweep"] == []
+    assert metrics["metrics"]["noise"] == 0.3 and metrics["metrics"]["soft_layers"] == 0
+    assert {"mse", "rot_rel_error", "inv_error", "selected_epoch"} <= set(metrics["metrics"])
+    capsys.readouterr()
+    main(args)  # a rerun finds the finished checkpoint: nothing left to train
+    assert "resuming after epoch 3" in capsys.readouterr().err
