@@ -6,13 +6,16 @@ L = I (x) D_R^T - D_S (x) I, with D = drho(A) for a Lie-algebra generator and th
 D = (rho(h) - I) / theta_h for a discrete one (theta_h = 2 pi / order(h); ``"unit"`` divides by 1,
 the reference code's way).  The stacked C = [L_1; L_2; ...] is kept sparse.  Its columns split
 into independent blocks (no row touches two): the connected components of its row-column graph.
-Blocks up to :data:`DENSE_LIMIT` columns get a dense SVD each (the full spectrum, every filter);
-a larger block gets its null space by LOBPCG on the implicit operator C^T C (only the null space:
-enough for ``shrink`` at any b and for every filter at b = 0 or 1).
+Where a filter needs the full spectrum (``threshold``, ``rank``, ...), every block up to
+:data:`DENSE_LIMIT` columns is decomposed densely.  Where only the null space is needed (``shrink``
+at any b, every filter at b = 0 or 1), small blocks get a dense eigh and blocks from
+:data:`ITERATIVE_FROM` columns get LOBPCG on the implicit operator C^T C: nothing of size N^2 is
+ever formed.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,13 +28,17 @@ from softeq.spectral import ZERO_TOL, Spectrum, block_spectrum, component_labels
 __all__ = [
     "DENSE_LIMIT",
     "DISCRETE_DIFFERENCES",
+    "ITERATIVE_FROM",
     "MapSpectrum",
     "map_constraint",
     "map_spectrum",
 ]
 
 DENSE_LIMIT = 1500
-"""Largest block of the constraint operator (columns) decomposed by a dense SVD."""
+"""Largest block of the constraint operator (columns) given a full dense spectrum."""
+
+ITERATIVE_FROM = 400
+"""Blocks of at least this many columns get their null space by LOBPCG, not by a dense eigh."""
 
 DISCRETE_DIFFERENCES = ("angle", "unit")
 """How a discrete generator h enters C: (rho(h) - I) / theta_h (``angle``, softeq's), or
@@ -70,16 +77,15 @@ def map_constraint(
 
 @dataclass
 class MapSpectrum:
-    """What the projector of one (in type, out type) block needs.
-
-    ``spectrum`` is the full ascending SVD when every block of C fits :data:`DENSE_LIMIT`;
-    otherwise ``null_basis`` (N, z) is an orthonormal basis of C's null space.
-    """
+    """What the projector of one (in type, out type) block needs: the full ascending SVD of C
+    (``spectrum``, method ``blocks``), or only an orthonormal basis (N, z) of its null space
+    (``null_basis``, method ``null``: dense per block up to :data:`ITERATIVE_FROM` columns,
+    LOBPCG beyond)."""
 
     size: int
     constraint: sp.csr_matrix
     sigma_max: float
-    method: str  # "blocks" (full spectrum) | "iterative" (null space only)
+    method: str  # "blocks" | "null"
     largest_block: int
     spectrum: Spectrum | None = None
     null_basis: np.ndarray | None = None
@@ -97,45 +103,62 @@ class MapSpectrum:
         return self.spectrum.columns(np.flatnonzero(self.spectrum.sigma < ZERO_TOL))
 
 
+_CACHE: dict[tuple, MapSpectrum] = {}
+
+
 def map_spectrum(
     in_type: Rep,
     out_type: Rep,
     discrete_difference: str = "angle",
+    full: bool = True,
     dense_limit: int = DENSE_LIMIT,
 ) -> MapSpectrum:
-    """The spectrum (or, for blocks beyond ``dense_limit``, the null space) of C."""
+    """The full spectrum of C (``full``; every block must fit ``dense_limit``), or its null space
+    (any size: what ``shrink`` needs).  Computed once per process for each (group, types,
+    difference, kind): every softness and filter reuses it."""
+    key = (in_type.group.name, in_type.key, out_type.key, discrete_difference, full, dense_limit)
+    if key not in _CACHE:
+        _CACHE[key] = _map_spectrum(in_type, out_type, discrete_difference, full, dense_limit)
+    return _CACHE[key]
+
+
+def _map_spectrum(in_type, out_type, discrete_difference, full, dense_limit) -> MapSpectrum:
     constraint = map_constraint(in_type, out_type, discrete_difference)
     size = constraint.shape[1]
     labels = component_labels(constraint)
     counts = np.bincount(labels)
     largest = int(counts.max()) if counts.size else 0
-    if largest <= dense_limit:
+    if full:
+        if largest > dense_limit:
+            raise ValueError(
+                f"maps {in_type.key} -> {out_type.key} of {in_type.group}: the full spectrum "
+                f"needs a dense decomposition of a {largest}-column block of the constraint "
+                f"(dense limit {dense_limit}); filter 'shrink' needs only the null space"
+            )
         spectrum = block_spectrum(constraint, labels)
         return MapSpectrum(size, constraint, spectrum.sigma_max, "blocks", largest, spectrum)
-    null = np.zeros((size, 0))
     columns = np.argsort(labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
+    pieces = []
     for label in range(counts.size):
         cols = columns[starts[label] : starts[label + 1]]
         block = constraint[:, cols]
-        block = block[np.flatnonzero(np.diff(block.indptr))]
-        vectors = _block_null_space(block, dense_limit)
+        vectors = _block_null_space(block[np.flatnonzero(np.diff(block.indptr))])
         if vectors.shape[1]:
             embedded = np.zeros((size, vectors.shape[1]))
             embedded[cols] = vectors
-            null = np.hstack([null, embedded])
-    return MapSpectrum(size, constraint, _sigma_max(constraint), "iterative", largest, None, null)
+            pieces.append(embedded)
+    null = np.hstack(pieces) if pieces else np.zeros((size, 0))
+    return MapSpectrum(size, constraint, _sigma_max(constraint), "null", largest, None, null)
 
 
-def _block_null_space(block: sp.csr_matrix, dense_limit: int) -> np.ndarray:
+def _block_null_space(block: sp.csr_matrix) -> np.ndarray:
     n = block.shape[1]
     if block.shape[0] == 0:
         return np.eye(n)
-    if n <= dense_limit:
-        _, s, vt = np.linalg.svd(block.toarray(), full_matrices=True)
-        sigma = np.zeros(n)
-        sigma[: s.size] = s
-        return vt.T[:, sigma < ZERO_TOL]
+    if n < ITERATIVE_FROM:
+        values, vectors = np.linalg.eigh((block.T @ block).toarray())
+        return vectors[:, np.sqrt(np.clip(values, 0.0, None)) < ZERO_TOL]
     return _lobpcg_null_space(block)
 
 
@@ -155,9 +178,11 @@ def _lobpcg_null_space(block: sp.csr_matrix, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     k = 8
     while True:
-        values, vectors = lobpcg(
-            gram, rng.standard_normal((n, k)), largest=False, tol=1e-10, maxiter=2000
-        )
+        with warnings.catch_warnings():  # it reports stagnation near 1e-10; the test is below
+            warnings.simplefilter("ignore", UserWarning)
+            values, vectors = lobpcg(
+                gram, rng.standard_normal((n, k)), largest=False, tol=1e-9, maxiter=500
+            )
         null = np.sqrt(np.clip(values, 0.0, None)) < ZERO_TOL
         if not null.all() or 5 * 2 * k >= n:
             break

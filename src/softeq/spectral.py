@@ -174,14 +174,19 @@ def block_spectrum(stacked: np.ndarray | sparray | spmatrix, labels: np.ndarray)
     for rows, cols in zip(rows_by_label, cols_by_label, strict=True):
         groups.setdefault((rows.size, cols.size), []).append((rows, cols))
     sigmas, columns, vectors = [], [], []
-    for (n_rows, _), members in groups.items():
-        batch = np.stack([_submatrix(stacked, rows, cols) for rows, cols in members])
+    sparse = not isinstance(stacked, np.ndarray)
+    for (n_rows, size), members in groups.items():
         if n_rows == 0:
-            size = batch.shape[-1]
             sigma = np.zeros((len(members), size))
             v = np.broadcast_to(np.eye(size), (len(members), size, size)).copy()
+        elif sparse:  # tall sparse blocks: eigh of the small Gram matrix C_l^T C_l
+            sigma, v = _sorted_gram_eigh(
+                np.stack([_gram(stacked, rows, cols) for rows, cols in members])
+            )
         else:
-            sigma, v = _sorted_svd(batch)
+            sigma, v = _sorted_svd(
+                np.stack([stacked[np.ix_(rows, cols)] for rows, cols in members])
+            )
         sigmas.append(sigma)
         columns.append(np.stack([cols for _, cols in members]))
         vectors.append(v)
@@ -196,10 +201,16 @@ def block_spectrum(stacked: np.ndarray | sparray | spmatrix, labels: np.ndarray)
     return Spectrum(flat[order], n, _blocks=_Blocks(columns, vectors, positions))
 
 
-def _submatrix(stacked, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    if isinstance(stacked, np.ndarray):
-        return stacked[np.ix_(rows, cols)]
-    return csr_matrix(stacked)[rows][:, cols].toarray()
+def _gram(stacked, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    block = csr_matrix(stacked)[rows][:, cols]
+    return (block.T @ block).toarray()
+
+
+def _sorted_gram_eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sigma = sqrt(eig(C^T C)) and V, ascending: the SVD's sigma and V of a tall C, to
+    sqrt(eps) sigma_max in sigma (far below ZERO_TOL) and to eps / gap in V."""
+    values, v = np.linalg.eigh(gram)
+    return np.sqrt(np.clip(values, 0.0, None)), v
 
 
 @dataclass(frozen=True)

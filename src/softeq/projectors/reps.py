@@ -7,9 +7,10 @@ copies of the same pair of types (a multiplicity is a trivial factor).  So the s
 of the whole map is block diagonal, its spectrum the union of the type pairs' spectra, and P_b is
 applied per type pair in a low-rank form P = c I + U diag(w) U^T built once per pair:
 
-* ``shrink``: c = b, U the null space, w = 1 - b (exact at b = 0, identity at b = 1);
-* ``threshold`` / ``rank`` / ``rank-hard`` / ``decay`` (full spectrum only): the filter's weights
-  on the type pair's own spectrum, c their most frequent value.
+* ``shrink`` (and any filter at b = 0): c = b, U the null space, w = 1 - b (exact at b = 0,
+  identity at b = 1); only the null space is computed, at any size;
+* ``threshold`` / ``rank`` / ``rank-hard`` / ``decay`` at 0 < b < 1: the filter's weights on the
+  type pair's own full spectrum (which must fit the dense limit), c their most frequent value.
 
 The bound: ||C vec P_b(W)||^2 = sum over blocks ||C_k P_k W_k||^2 <= (b_eff sigma_max ||W||)^2
 with sigma_max the largest over type pairs and b_eff = max_k max_i f(sigma_i) sigma_i / sigma_max.
@@ -45,8 +46,13 @@ class _LowRank:
     spectrum: MapSpectrum
 
 
+def _needs_full_spectrum(softness: float, filter: str) -> bool:
+    """``shrink`` (any b) and every filter at b = 0 or 1 need only the null space."""
+    return filter != "shrink" and softness not in (0.0, 1.0)
+
+
 def _low_rank(spectrum: MapSpectrum, softness: float, filter: str) -> _LowRank:
-    b, n = softness, spectrum.size
+    b = softness
     if spectrum.spectrum is not None:
         result = filter_weights(spectrum.spectrum.sigma, b, filter)
         weights = result.weights
@@ -59,21 +65,15 @@ def _low_rank(spectrum: MapSpectrum, softness: float, filter: str) -> _LowRank:
             identity, basis, weights[moved] - identity, b_eff_sigma, spectrum.sigma_max,
             spectrum.null_dim, spectrum,
         )  # fmt: skip
-    if filter != "shrink" and b not in (0.0, 1.0):
-        raise ValueError(
-            f"filter {filter!r} at b = {b} needs the full spectrum of a constraint block of "
-            f"{spectrum.largest_block} columns (above the dense limit {DENSE_LIMIT}); only its "
-            "null space is computed at that size: use filter 'shrink' (or b = 0 / 1)"
-        )
     null = spectrum.null_vectors()
+    moved = spectrum.size > null.shape[1]  # some direction outside the null space
     if b == 1.0:
-        return _LowRank(1.0, null[:, :0], np.zeros(0), spectrum.sigma_max, spectrum.sigma_max,
-                        null.shape[1], spectrum)  # fmt: skip
+        return _LowRank(1.0, null[:, :0], np.zeros(0), spectrum.sigma_max * moved,
+                        spectrum.sigma_max, null.shape[1], spectrum)  # fmt: skip
     identity = b if filter == "shrink" else 0.0
-    b_eff_sigma = b * spectrum.sigma_max if null.shape[1] < n else 0.0
     weights = np.full(null.shape[1], 1.0 - identity)
-    return _LowRank(identity, null, weights, b_eff_sigma, spectrum.sigma_max, null.shape[1],
-                    spectrum)  # fmt: skip
+    return _LowRank(identity, null, weights, b * spectrum.sigma_max * moved, spectrum.sigma_max,
+                    null.shape[1], spectrum)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,10 @@ class RepMapProjector:
             for _, in_type in self.in_blocks:
                 pair = (out_type.key, in_type.key)
                 if pair not in self._ops:
-                    spectrum = map_spectrum(in_type, out_type, discrete_difference, dense_limit)
+                    full = _needs_full_spectrum(self.softness, self.filter)
+                    spectrum = map_spectrum(
+                        in_type, out_type, discrete_difference, full, dense_limit
+                    )
                     self._ops[pair] = _low_rank(spectrum, self.softness, self.filter)
         self.sigma_max = max(op.sigma_max for op in self._ops.values())
         top = max(op.b_eff_sigma for op in self._ops.values())
