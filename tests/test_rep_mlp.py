@@ -284,3 +284,30 @@ def test_bad_models_raise_clearly():
     model.reps = model.reps[:1]
     with pytest.raises(ValueError, match="2 Linear layers but declares 1"):
         softeq.soften(model, group="O5")
+
+
+@pytest.mark.parametrize(
+    ("filter", "b", "hard_mask"),
+    [("rank", 0.05, True), ("rank", 0.07, True), ("threshold", 0.5, False), ("decay", 0.5, False)],
+)
+def test_other_filters_keep_their_bounds(filter, b, hard_mask):
+    torch.manual_seed(0)
+    model = RepMLP(O5, "2V", "S", "4S+V", 1, square_input=True)  # float32, as trained
+    softeq.soften(model, group="O5", softness=b, filter=filter, hard_mask=hard_mask)
+    perturb(model)
+    records = report(model)
+    check(records)
+    expected = "rank-hard" if hard_mask else filter
+    assert {r.filter for r in records} == {expected} and {r.b for r in records} == {b}
+    x = torch.randn(16, 10)
+    assert invariance_error(model, model.in_rep, x, np.random.default_rng(5)).isfinite().all()
+
+
+def test_float32_model_is_invariant_at_b0():
+    torch.manual_seed(0)
+    model = softeq.soften(
+        RepMLP(O5, "2V", "S", "4S+V", 1, square_input=True), group="O5", softness=0
+    )
+    perturb(model)
+    x = torch.randn(64, 10)
+    assert float(invariance_error(model, model.in_rep, x, np.random.default_rng(6)).max()) < 1e-5
