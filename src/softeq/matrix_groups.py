@@ -10,10 +10,11 @@ configs and paths spell them: ``SO3``, ``O5``, ``Lorentz``, ``S4``, ``Z6``, and 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import scipy.linalg
@@ -87,6 +88,12 @@ class MatrixGroup:
                 power = int(rng.integers(0, min(_order(self.discrete[j]), 64)))
                 element = element @ np.linalg.matrix_power(self.discrete[j], power)
         return element
+
+    @cached_property
+    def digest(self) -> str:
+        """A hash of the generators: two groups with one digest act identically."""
+        data = self.lie_algebra.tobytes() + b"|" + self.discrete.tobytes()
+        return hashlib.sha256(data).hexdigest()[:16]
 
     def __str__(self) -> str:
         return self.name

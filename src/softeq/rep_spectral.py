@@ -116,7 +116,7 @@ def map_spectrum(
     """The full spectrum of C (``full``; every block must fit ``dense_limit``), or its null space
     (any size: what ``shrink`` needs).  Computed once per process for each (group, types,
     difference, kind): every softness and filter reuses it."""
-    key = (in_type.group.name, in_type.key, out_type.key, discrete_difference, full, dense_limit)
+    key = (in_type.group.digest, in_type.key, out_type.key, discrete_difference, full, dense_limit)
     if key not in _CACHE:
         _CACHE[key] = _map_spectrum(in_type, out_type, discrete_difference, full, dense_limit)
     return _CACHE[key]
