@@ -30,6 +30,7 @@ __all__ = [
     "DISCRETE_DIFFERENCES",
     "ITERATIVE_FROM",
     "MapSpectrum",
+    "clear_cache",
     "map_constraint",
     "map_spectrum",
 ]
@@ -104,6 +105,11 @@ class MapSpectrum:
 
 
 _CACHE: dict[tuple, MapSpectrum] = {}
+
+
+def clear_cache() -> None:
+    """Forget the computed spectra (benchmarks time a cold build)."""
+    _CACHE.clear()
 
 
 def map_spectrum(
