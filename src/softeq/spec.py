@@ -15,6 +15,7 @@ from typing import Any
 
 from softeq.filters import METHODS, RPP, check_softness, resolve_method
 from softeq.groups import parse_group
+from softeq.matrix_groups import MATRIX_GROUP_PATTERN
 
 __all__ = [
     "PATH_TEMPLATE",
@@ -25,7 +26,7 @@ __all__ = [
 
 _SOFTNESS = r"0|1|0\.[0-9]+"
 WILDCARD_PATTERNS = {
-    "group": r"C[1-9][0-9]*|D[1-9][0-9]*|flip|SO2|O[1-9][0-9]*",
+    "group": r"C[1-9][0-9]*|D[1-9][0-9]*|flip|SO2|" + MATRIX_GROUP_PATTERN,
     "filter": "|".join(re.escape(name) for name in METHODS),
     "softness": _SOFTNESS,
     "softness_pos": _SOFTNESS,
