@@ -10,7 +10,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 SNAKEMAKE := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake
 
-.PHONY: run run-extended test test-slurm lint lint-workflow format install clean docs-figures
+.PHONY: run run-extended run-regression test test-slurm lint lint-workflow format install clean docs-figures
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: $(STAMP)
 # the embedded study's heavier half (config/extended.yaml) on top of the embedded default
 run-extended: $(STAMP)
 	$(SNAKEMAKE) all --cores 2 --configfile config/config.yaml config/extended.yaml
+
+# the O(5) regression on a CPU in minutes (config/regression.yaml): its table and figure
+run-regression: $(STAMP)
+	$(SNAKEMAKE) all_o5 --cores 2 --configfile config/regression.yaml
 
 # the README's figures: small copies of the embedded default's (after `make run`)
 docs-figures: $(STAMP)

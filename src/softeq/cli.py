@@ -15,6 +15,10 @@ build from the validated config; nothing is evaluated as code.  ``--task`` picks
     softeq aggregate  --out-dir results/tables METRICS.json ...
     softeq figures    --tables results/tables --prefix classification_digits --out-dir DIR
     softeq figure2    --summary classification_digits69_summary.csv --backbone cnn --out PNG
+    softeq regression --dataset o5-s30 --protocol JSON --backbone-spec JSON --backbone NAME \\
+                      --softening JSON --recipe JSON --model-out model.pt --out metrics.json
+    softeq regression-table --out-stem results/tables/regression_o5 SUMMARY.csv ...
+    softeq regression-figure --table results/tables/regression_o5.csv --out PNG
     softeq so3-demo   --hidden 16 --depth 2 --softness 0,0.5,1 --out so3_demo.csv
     softeq figure-so3 --table so3_demo.csv --out so3_demo.png
     softeq check-config config/paper.yaml     # what the workflow checks, before any job
@@ -153,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_stages(stage)
     _add_training_stages(stage)
     _add_result_stages(stage)
+    _add_regression_stages(stage)
     _add_so3_stages(stage)
     return parser
 
@@ -304,6 +309,44 @@ def _add_result_stages(stage: Stage) -> None:
     p.add_argument("--group", default="C4", help="grid: the group (a normal generator: C2, C4)")
     p.add_argument("--out-stem", required=True, help="path without suffix of the timing table")
     p.add_argument("--png", required=True, help="the figure to write")
+
+
+def _regression_stage(name: str):
+    def run(args: argparse.Namespace) -> None:
+        from softeq.stages import regression
+
+        getattr(regression, name)(args)
+
+    return run
+
+
+def _add_regression_stages(stage: Stage) -> None:
+    """The O(5) regression experiment: one job per run, then its table and figure."""
+    p = stage("regression", _regression_stage("regression"), "train + evaluate one run", False)
+    p.set_defaults(task="regression")
+    p.add_argument("--dataset", required=True, help="o5-s<noise in hundredths>, e.g. o5-s30")
+    p.add_argument("--protocol", type=_json_object, default={}, help="split sizes, seed (JSON)")
+    p.add_argument(
+        "--backbone-spec", type=_json_object, required=True, help="the model spec (JSON)"
+    )
+    p.add_argument("--backbone", required=True, help="model name for the tables")
+    p.add_argument("--softening", type=_softening, required=True, help="a softening (JSON)")
+    p.add_argument("--recipe", type=_json_object, default={}, help="the recipe (JSON)")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--eval-seed", type=int, default=0, help="seed of the group elements")
+    p.add_argument("--checkpoint", help="resumable training state (written every epoch)")
+    p.add_argument("--model-out", required=True, help="the trained model file to write")
+    p.add_argument("--out", required=True, help="the metrics JSON to write")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
+
+    p = stage("regression-table", _regression_stage("regression_table"), "the O(5) table", False)
+    p.add_argument("--out-stem", required=True, help="path without suffix: .csv, .md")
+    p.add_argument("summaries", nargs="+", help="summary tables of the family's datasets")
+
+    p = stage("regression-figure", _regression_stage("regression_figure"), "the O(5) figure", False)
+    p.add_argument("--table", required=True, help="the table of `softeq regression-table`")
+    p.add_argument("--out", required=True, help="the PNG to write")
 
 
 def _add_so3_stages(stage: Stage) -> None:

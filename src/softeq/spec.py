@@ -25,7 +25,7 @@ __all__ = [
 
 _SOFTNESS = r"0|1|0\.[0-9]+"
 WILDCARD_PATTERNS = {
-    "group": r"C[1-9][0-9]*|D[1-9][0-9]*|flip|SO2",
+    "group": r"C[1-9][0-9]*|D[1-9][0-9]*|flip|SO2|O[1-9][0-9]*",
     "filter": "|".join(re.escape(name) for name in METHODS),
     "softness": _SOFTNESS,
     "softness_pos": _SOFTNESS,

@@ -8,6 +8,7 @@ from softeq.pipeline.plan import (
     EMBEDDED_TENSORS,
     FIGURES,
     PAPER_TABLES,
+    REGRESSION,
     RUN_DIR,
     TABLES,
     WILDCARDS,

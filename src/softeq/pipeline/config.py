@@ -25,9 +25,11 @@ __all__ = [
     "ConfigError",
     "Run",
     "check_paths",
+    "check_regression_backbones",
     "check_rpp_runs",
     "experiments",
     "load_config",
+    "regression_datasets",
     "resolve",
     "task_of",
     "validate_config",
@@ -213,6 +215,7 @@ TASK_OF_SPEC = {
     "hf": "classification",
     "arch": "segmentation",
     "preset": "trajectory",
+    "regressor": "regression",
 }
 DATASETS = {  # dataset family -> task
     "digits": "classification",
@@ -225,6 +228,7 @@ DATASETS = {  # dataset family -> task
     "voc": "segmentation",
     "synthetic": "trajectory",
     "ethucy": "trajectory",
+    "o5": "regression",  # named o5-s<noise in hundredths> (softeq.data.o5)
 }
 
 
@@ -238,10 +242,16 @@ def check_settings(config: dict[str, Any]) -> None:
     before any job runs."""
     from softeq.engine.classification import Recipe
     from softeq.engine.evaluation import EvalSettings
+    from softeq.engine.regression import RegressionRecipe
     from softeq.engine.segmentation import SegRecipe
     from softeq.engine.trajectory import TrajectoryRecipe
 
-    classes = {"classification": Recipe, "segmentation": SegRecipe, "trajectory": TrajectoryRecipe}
+    classes = {
+        "classification": Recipe,
+        "segmentation": SegRecipe,
+        "trajectory": TrajectoryRecipe,
+        "regression": RegressionRecipe,
+    }
     checks = [
         (f"{stage}.{task}.recipe", classes[task], settings.get("recipe", {}))
         for stage in ("pretrain", "finetune")
@@ -298,6 +308,11 @@ def resolve(config: dict[str, Any]) -> list[Run]:
                 raise ConfigError(f"{where}.groups[{j}]: SO2 acts on 2-vectors, not on images")
             if task == "trajectory" and group.kind not in ("SO2", "cyclic"):
                 raise ConfigError(f"{where}.groups[{j}]: trajectories take SO2 or C<n>")
+            if (task == "regression") != (group.kind == "matrix"):
+                raise ConfigError(
+                    f"{where}.groups[{j}]: {name!r}: regression takes matrix groups (O5), "
+                    "and matrix groups act on regression inputs only"
+                )
         for j, value in enumerate(exp["softness"]):
             if not 0 <= value <= 1:
                 raise ConfigError(f"{where}.softness[{j}]: {value} is outside [0, 1]")
@@ -314,6 +329,11 @@ def resolve(config: dict[str, Any]) -> list[Run]:
             datasets = [f"{exp['dataset']}-{scene}" for scene in scenes]
         elif "scenes" in exp:
             raise ConfigError(f"{where}.scenes: only trajectory datasets have scenes")
+        if task == "regression":
+            datasets = regression_datasets(exp, where)
+            check_regression_backbones(exp, backbones, where)
+        elif "noise" in exp:
+            raise ConfigError(f"{where}.noise: only regression datasets have noise levels")
         grid = itertools.product(
             datasets,
             exp["backbones"],
@@ -336,6 +356,31 @@ def resolve(config: dict[str, Any]) -> list[Run]:
         raise ConfigError(f"experiments: the same run is listed twice: {duplicates[0]}")
     check_rpp_runs(config, runs)
     return runs
+
+
+def regression_datasets(exp: dict[str, Any], where: str) -> list[str]:
+    """The regression datasets of an experiment: one per noise level (``o5-s30``)."""
+    from softeq.data.o5 import dataset_name
+
+    names = []
+    for j, sigma in enumerate(exp.get("noise") or [0.0]):
+        try:
+            names.append(dataset_name(sigma))
+        except ValueError as error:
+            raise ConfigError(f"{where}.noise[{j}]: {error}") from error
+    return names
+
+
+def check_regression_backbones(exp: dict[str, Any], backbones: dict[str, Any], where: str) -> None:
+    """A plain MLP (``regressor: mlp``) has nothing to soften: it runs at softness 1 only."""
+    for j, name in enumerate(exp["backbones"]):
+        if backbones[name].get("regressor") != "mlp":
+            continue
+        if any(b != 1 for b in exp["softness"]) or "rpp" in exp.get("filters", []):
+            raise ConfigError(
+                f"{where}.backbones[{j}]: {name!r} is a plain mlp: run it at softness [1] "
+                "with a spectral filter"
+            )
 
 
 def check_rpp_runs(config: dict[str, Any], runs: list[Run]) -> None:

@@ -23,6 +23,8 @@ __all__ = [
     "EMBEDDED_TENSORS",
     "FIGURES",
     "PAPER_TABLES",
+    "REGRESSION",
+    "REGRESSION_DIR",
     "RUN_DIR",
     "TABLES",
     "WILDCARDS",
@@ -32,6 +34,12 @@ __all__ = [
 
 RUN_DIR = "{task}/{dataset}/{backbone}/" + PATH_TEMPLATE
 """A run's folder below results/ (and its projectors' below resources/projectors/)."""
+
+REGRESSION = "regression"
+"""The regression task: one job per run (rule ``regression``), its own table and figure."""
+REGRESSION_DIR = "regression/{dataset}/{backbone}/" + PATH_TEMPLATE + "/seed~{seed}"
+"""A regression run's folder below results/ (the task is spelled out: the generic rules'
+``task`` wildcard never matches it)."""
 
 WILDCARDS = {
     "task": r"classification|segmentation|trajectory",
@@ -205,6 +213,39 @@ class Plan:
 
     # ---- outputs and targets -----------------------------------------------------------------
 
+    # ---- the regression task ----------------------------------------------------------------
+
+    def regression_recipe(self, wildcards: Any) -> str:
+        """The regression recipe of the job's backbone (task recipe + backbone overrides)."""
+        return _json(self.recipe("finetune", REGRESSION, wildcards.backbone))
+
+    def regression_protocol(self) -> str:
+        """The split sizes and seed of the O(5) data (``datasets.o5``), as JSON."""
+        return _json(self.config["datasets"]["o5"])
+
+    def regression_families(self) -> list[str]:
+        return sorted({family_of(d) for t, d in self.datasets if t == REGRESSION})
+
+    def regression_summaries(self, wildcards: Any) -> list[str]:
+        """The summary tables of every dataset (noise level) of the family ``wildcards.family``."""
+        return [
+            f"{self.results}/tables/{REGRESSION}_{dataset}_summary.csv"
+            for task, dataset in self.datasets
+            if task == REGRESSION and family_of(dataset) == wildcards.family
+        ]
+
+    def regression_outputs(self, families: set[str] | None = None) -> list[str]:
+        """The table and the figure of every (or the given) regression family."""
+        return [
+            path
+            for family in self.regression_families()
+            if families is None or family in families
+            for path in (
+                f"{self.results}/tables/{REGRESSION}_{family}.csv",
+                f"{self.results}/figures/{REGRESSION}_{family}.png",
+            )
+        ]
+
     def metrics_for(self, task: str, dataset: str) -> list[str]:
         return [
             f"{self.results}/{run.path}/metrics.json"
@@ -246,7 +287,7 @@ class Plan:
         comparison (``rpp``, a method of its own, is compared in Figure 2 instead)."""
         filters: dict[tuple, set[str]] = {}
         for run in self.runs:
-            if run.softening.filter == RPP:
+            if run.softening.filter == RPP or run.task == REGRESSION:
                 continue
             key = (run.task, run.dataset, run.backbone, run.softening.softness)
             filters.setdefault(key, set()).add(run.softening.filter)
@@ -316,7 +357,7 @@ class Plan:
         outputs += [
             f"{self.results}/tables/paper_{task}.csv"
             for task in self.tasks
-            if self.summaries_of(task)
+            if task != REGRESSION and self.summaries_of(task)
         ]
         outputs += [
             f"{self.results}/tables/paper_{name}.csv"
@@ -328,18 +369,29 @@ class Plan:
             for t, d in self.filter_ablations()
         ]
         outputs.append(f"{self.results}/figures/ablation_construction_timing.png")
-        return outputs
+        return outputs + self.regression_outputs()
 
     def figure_targets(self) -> list[str]:
         """Every figure drawn from tables (what ``snakemake figures`` regenerates)."""
-        paths = [p for task, dataset in self.datasets for p in self.figures_for(task, dataset)]
+        paths = [
+            p
+            for task, dataset in self.datasets
+            if task != REGRESSION
+            for p in self.figures_for(task, dataset)
+        ]
+        paths += [p for p in self.regression_outputs() if p.endswith(".png")]
         return paths + self.figure1_outputs() + self.figure2_outputs() + self.so3_demo_outputs()
 
     def targets(self, families: set[str] | None = None) -> list[str]:
-        """Tables and figures of every (task, dataset), or of the given dataset families."""
+        """Tables and figures of every (task, dataset), or of the given dataset families (a
+        regression family: its datasets' summaries, its table and its figure)."""
         return [
             path
             for task, dataset in self.datasets
             if families is None or family_of(dataset) in families
-            for path in self.tables_for(task, dataset) + self.figures_for(task, dataset)
-        ]
+            for path in (
+                self.tables_for(task, dataset)[:1]
+                if task == REGRESSION
+                else self.tables_for(task, dataset) + self.figures_for(task, dataset)
+            )
+        ] + self.regression_outputs(families)
