@@ -105,15 +105,22 @@ def test_config_plans_the_demo_only_when_set():
     assert args[args.index("--softness") + 1] == ",".join(str(b) for b in settings.softness)
 
 
-def test_the_rules_plan_the_table_then_the_figure(tmp_path):
-    config = _config({"samples": 10, "models": 1})
+@pytest.mark.parametrize("base", ["config.yaml", "regression.yaml"])
+def test_the_rules_plan_the_table_then_the_figure(base, tmp_path):
+    """Target all_so3 plans the demo's table, then its figure; config/regression.yaml sets
+    so3_demo with the schema's defaults, config/config.yaml does not (a test adds it)."""
+    if base == "regression.yaml":
+        _needs_reps()  # the config's O(5) runs need the matrix groups
+        config = validate_config(load_config(ROOT / "config" / base), SCHEMA)
+        assert SO3DemoSettings.from_mapping(config["so3_demo"]) == SO3DemoSettings()
+    config = load_config(ROOT / "config" / base)
+    config["so3_demo"] = {"samples": 10, "models": 1}
     config.update(results=str(tmp_path / "results"), allow_outside=True)
     path = tmp_path / "so3.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    target = f"{tmp_path}/results/figures/so3_demo.png"
     result = subprocess.run(
-        ["snakemake", target, "-n", "-p", "--cores", "1", "--configfile", str(path)],
+        ["snakemake", "all_so3", "-n", "-p", "--cores", "1", "--configfile", str(path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -123,6 +130,7 @@ def test_the_rules_plan_the_table_then_the_figure(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "rule so3_demo:" in result.stdout and "rule figure_so3:" in result.stdout
     assert "--samples 10" in result.stdout and "--models 1" in result.stdout
+    assert f"{tmp_path}/results/figures/so3_demo.png" in result.stdout
 
 
 def test_demo_is_exact_at_0_the_plain_model_at_1_and_grows_with_b(tmp_path):

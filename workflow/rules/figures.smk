@@ -205,6 +205,12 @@ rule figure_so3:
         "softeq figure-so3 --table {input:q} --out {output:q} > {log:q} 2>&1"
 
 
+# the SO(3) demo alone (nothing when the config has no so3_demo): make run-regression asks for it
+rule all_so3:
+    input:
+        PLAN.so3_demo_outputs(),
+
+
 rule figures:
     input:
         PLAN.figure_targets(),
