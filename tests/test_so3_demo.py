@@ -76,6 +76,7 @@ def _config(so3_demo) -> dict:
     ("settings", "key"),
     [
         ({"hidden": 0}, "so3_demo.hidden"),
+        ({"depth": -1}, "so3_demo.depth"),
         ({"softness": [0.0, 1.5]}, r"so3_demo.softness\[1\]"),
         ({"samples": "many"}, "so3_demo.samples"),
         ({"filter": "rpp"}, "so3_demo.filter"),
@@ -139,14 +140,14 @@ def test_demo_is_exact_at_0_the_plain_model_at_1_and_grows_with_b(tmp_path):
     from softeq.stages.so3_demo import plain_so3_model, so3_demo_inputs, so3_reps
 
     settings = SO3DemoSettings(
-        hidden=8, depth=2, softness=(0.0, 0.25, 0.5, 0.75, 1.0), samples=200, models=2
+        hidden=16, depth=2, softness=(0.0, 0.25, 0.5, 0.75, 1.0), samples=200, models=2
     )
     out = tmp_path / "so3_demo.csv"
     main(
         [
             "so3-demo",
             "--hidden",
-            "8",
+            "16",
             "--depth",
             "2",
             "--softness",

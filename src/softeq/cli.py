@@ -355,7 +355,7 @@ def _add_so3_stages(stage: Stage) -> None:
 
     p = stage("so3-demo", _so3_stage("so3_demo"), "SO(3) demo: equivariance errors over b", False)
     p.add_argument("--hidden", type=int, default=16, help="hidden width of the MLP")
-    p.add_argument("--depth", type=int, default=2, help="hidden layers of the MLP")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers (0: one linear map)")
     p.add_argument(
         "--softness",
         type=_softness_list,

@@ -1,9 +1,12 @@
 """The SO(3) demo's figure: the distribution of the equivariance error against b, as box plots.
 
-Left, the error ||f_b(Rx) - R f_b(x)|| itself (the reference notebook's statistic, not
-normalised); right, the same divided by ||f_b(x)||.  One box per b over every (initialisation,
-input, rotation) of the table, whiskers at 1.5 IQR, outliers not drawn (as the reference's), the
-mean marked.  Drawing only: the numbers come from the table ``softeq so3-demo`` writes.
+The error ||f_b(Rx) - R f_b(x)|| is drawn as the reference notebook draws it (not normalised),
+on a linear axis (left) and a log axis (right: b = 0 sits at round-off, many decades below the
+rest; exact zeros are drawn a decade below the smallest positive error).  One box per b over
+every (initialisation, input, rotation) of the table, whiskers at 1.5 IQR, outliers not drawn
+(as the reference's), the mean marked.  The table's ``output_norm`` (||f_b(x)||) is kept for
+readers who normalise; :func:`so3_demo_rows` adds that ratio as ``relative``.  Drawing only: the
+numbers come from the table ``softeq so3-demo`` writes.
 """
 
 from __future__ import annotations
@@ -20,15 +23,13 @@ from matplotlib.lines import Line2D
 from softeq.figures.plots import mark_softness_ends
 from softeq.figures.style import PANEL_H, PANEL_W, figure_style, save_figure
 
-__all__ = ["SO3_PANELS", "plot_so3_demo", "so3_demo_rows"]
+__all__ = ["ERROR_LABEL", "SO3_PANELS", "plot_so3_demo", "so3_demo_rows"]
 
 PathLike = str | os.PathLike[str]
 
-SO3_PANELS = {
-    "error": r"$\|f_b(Rx) - R\,f_b(x)\|$",
-    "relative": r"$\|f_b(Rx) - R\,f_b(x)\| \,/\, \|f_b(x)\|$",
-}
-"""The panels: the error as the reference draws it, and relative to the output's norm."""
+SO3_PANELS = {"linear": "linear axis", "log": "log axis"}
+"""The panels: the same error on a linear and on a log axis."""
+ERROR_LABEL = r"$\|f_b(Rx) - R\,f_b(x)\|$"
 
 
 def so3_demo_rows(table: pd.DataFrame, where: str = "table") -> pd.DataFrame:
@@ -48,6 +49,29 @@ def so3_demo_rows(table: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     return rows.sort_values("b", kind="stable").reset_index(drop=True)
 
 
+def _log_floor(errors: np.ndarray) -> float:
+    """Where a log axis draws exact zeros: a decade below the smallest positive error."""
+    positive = errors[errors > 0]
+    return float(positive.min()) / 10 if len(positive) else 1e-20
+
+
+def _boxes(ax, data: list[np.ndarray], bs: np.ndarray, width: float, colors) -> None:
+    boxes = ax.boxplot(
+        data,
+        positions=bs,
+        widths=width,
+        showfliers=False,
+        patch_artist=True,
+        manage_ticks=False,
+        medianprops={"color": "black", "linewidth": 1.2},
+    )
+    for patch, color in zip(boxes["boxes"], colors, strict=True):
+        patch.set_facecolor(color)
+        patch.set_alpha(0.85)
+    means = [float(np.mean(d)) if len(d) else np.nan for d in data]
+    ax.plot(bs, means, color="black", marker="o", markersize=3, linewidth=0.9)
+
+
 def plot_so3_demo(table_csv: PathLike, out_png: PathLike, *, title: str | None = None) -> Path:
     """Draw the demo's box plots from its table; returns the PNG path."""
     rows = so3_demo_rows(pd.read_csv(table_csv), str(table_csv))
@@ -57,28 +81,20 @@ def plot_so3_demo(table_csv: PathLike, out_png: PathLike, *, title: str | None =
     with figure_style():
         fig = Figure(figsize=(2 * PANEL_W, PANEL_H + 0.5), layout="constrained")
         axes = fig.subplots(1, len(SO3_PANELS))
-        for ax, (column, label) in zip(axes, SO3_PANELS.items(), strict=True):
-            data = [rows.loc[rows["b"] == b, column].dropna().to_numpy() for b in bs]
-            boxes = ax.boxplot(
-                data,
-                positions=bs,
-                widths=width,
-                showfliers=False,
-                patch_artist=True,
-                manage_ticks=False,
-                medianprops={"color": "black", "linewidth": 1.2},
-            )
-            for patch, color in zip(boxes["boxes"], colors, strict=True):
-                patch.set_facecolor(color)
-                patch.set_alpha(0.85)
-            means = [float(np.mean(d)) if len(d) else np.nan for d in data]
-            ax.plot(bs, means, color="black", marker="o", markersize=3, linewidth=0.9)
-            ax.set_xlabel("softness b (filter shrink)")
-            ax.set_ylabel(label)
-            ax.set_ylim(bottom=0.0)
+        for ax, (scale, label) in zip(axes, SO3_PANELS.items(), strict=True):
+            data = [rows.loc[rows["b"] == b, "error"].to_numpy(dtype=float) for b in bs]
+            if scale == "log":  # exact zeros (possible at b = 0) drawn at the floor
+                floor = _log_floor(rows["error"].to_numpy(dtype=float))
+                data = [np.maximum(d, floor) for d in data]
+                ax.set_yscale("log")
+            _boxes(ax, data, bs, width, colors)
+            ax.set_xlabel("softness b")
+            ax.set_ylabel(f"{ERROR_LABEL} ({label})")
+            if scale == "linear":
+                ax.set_ylim(bottom=0.0)
             mark_softness_ends(ax, ("b=0 exact", "b=1 plain"))
-            at0 = rows.loc[rows["b"] == 0.0, column]
-            if len(at0):
+            at0 = rows.loc[rows["b"] == 0.0, "error"]
+            if scale == "linear" and len(at0):
                 ax.text(
                     0.02,
                     0.97,

@@ -46,8 +46,8 @@ DEFAULT_SOFTNESS = tuple(round(0.1 * i, 1) for i in range(11))
 class SO3DemoSettings:
     """One demo: model size, the b sweep, how many samples and initialisations, the seed.
 
-    ``vectors`` 5 and random weights follow the reference's notebook; errors name the key
-    (``so3_demo.hidden: must be >= 1, got 0``).
+    ``vectors`` 5 and random weights follow the reference's notebook (``depth`` 0, one linear map,
+    is its model); errors name the key (``so3_demo.hidden: must be >= 1, got 0``).
     """
 
     hidden: int = 16
@@ -66,7 +66,7 @@ class SO3DemoSettings:
         """Raise ``ValueError`` naming the key of the first invalid setting."""
         from softeq.filters import FILTERS, check_softness
 
-        for name, low in (("hidden", 1), ("depth", 1), ("samples", 1), ("vectors", 1)):
+        for name, low in (("hidden", 1), ("depth", 0), ("samples", 1), ("vectors", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{where}.{name}: must be an integer >= {low}, got {value!r}")
