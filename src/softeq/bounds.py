@@ -96,6 +96,7 @@ def _pathway_bound(soft) -> LayerBound:
     the residual pathway's share ||W_free|| / ||W|| (0 at b = 0: exact)."""
     pathway, projector = soft.parametrization, soft.parametrization.projector
     projected = soft.projected.detach().double()
+    projected = projected[:, None] if projected.dim() == 1 else projected  # a bias: a map S -> out
     norm = float(projected.norm())
     share = float(pathway.free.detach().double().norm()) / norm if norm > 0 else 0.0
     return LayerBound(

@@ -1,4 +1,5 @@
-"""Residual pathway priors (Finzi et al. 2021) on conv kernels: W = P_0 W_eq + W_free.
+"""Residual pathway priors (Finzi et al. 2021): W = P_0 W_eq + W_free on conv kernels, and on
+the linear maps and biases of MLPs over representations (docs/method.md §8).
 
 The baseline the paper's Figure 2 compares soft equivariance with (docs/method.md §7).  A conv
 weight becomes the sum of an equivariant pathway, softeq's EXACT projector P_0 (the b = 0
@@ -24,7 +25,7 @@ from torch.nn.utils import parametrize
 from softeq.layers import SoftParametrization
 from softeq.projectors import InvariantProjector
 
-__all__ = ["DEFAULT_PRIOR", "ResidualPathway", "rpp_conv"]
+__all__ = ["DEFAULT_PRIOR", "ResidualPathway", "rpp_conv", "rpp_tensor"]
 
 DEFAULT_PRIOR = 1e-3
 """The default prior weight lambda, beside a per-sample mean task loss (a cross-entropy of order
@@ -34,11 +35,14 @@ term is about 1.1 at b = 0.25 and 4 at b = 0.1, of which the equivariant pathway
 
 
 class ResidualPathway(SoftParametrization):
-    """W = P_0 W_eq + W_free on a conv weight, with the residual prior of softness ``b``."""
+    """W = P_0 W_eq + W_free, with the residual prior of softness ``b``: on a conv weight (an
+    invariant kernel projector), or on a linear weight (d_out, d_in) or bias (d_out,) (any
+    projector of maps with ``apply``, e.g. softeq.projectors.reps.RepMapProjector; a bias is
+    projected as the map (d_out, 1))."""
 
     kind = "rpp"
 
-    def __init__(self, projector: InvariantProjector, free: Tensor, b: float, prior: float) -> None:
+    def __init__(self, projector, free: Tensor, b: float, prior: float) -> None:
         super().__init__(projector)
         if projector.key.softness != 0.0:
             raise ValueError("a residual pathway needs the exact (b = 0) projector P_0")
@@ -52,6 +56,8 @@ class ResidualPathway(SoftParametrization):
         self._plist: nn.Module | None = None  # set by rpp_conv (not a submodule)
 
     def forward(self, weight: Tensor) -> Tensor:
+        if weight.dim() == 1:
+            return self.projector.apply(weight[:, None])[:, 0] + self.free
         return self.projector.apply(weight) + self.free
 
     def extra_repr(self) -> str:
@@ -79,13 +85,23 @@ def rpp_conv(conv: nn.Conv2d, projector: InvariantProjector, b: float, prior: fl
     as the original one at b > 0, and as the projected one P_0 W at b = 0 (W_free = 0)."""
     if projector.key.side != "weight":
         raise ValueError("conv kernels need a weight-side invariant projector")
-    if parametrize.is_parametrized(conv, "weight"):
-        raise ValueError(f"{type(conv).__name__}.weight is already parametrized (softened twice?)")
+    return rpp_tensor(conv, "weight", projector, b, prior)
+
+
+def rpp_tensor(module: nn.Module, name: str, projector, b: float, prior: float) -> nn.Module:
+    """Give ``module.<name>`` a residual pathway with the exact projector ``projector`` (P_0):
+    W_eq = W and W_free = (I - P_0) W (zero at b = 0), as :func:`rpp_conv` does for kernels."""
+    if parametrize.is_parametrized(module, name):
+        raise ValueError(
+            f"{type(module).__name__}.{name} is already parametrized (softened twice?)"
+        )
     with torch.no_grad():
-        weight = conv.weight.detach()
-        free = weight - projector.apply(weight)
+        weight = getattr(module, name).detach()
+        column = weight[:, None] if weight.dim() == 1 else weight
+        projected = projector.apply(column)
+        free = weight - (projected[:, 0] if weight.dim() == 1 else projected)
     pathway = ResidualPathway(projector, free.to(weight.dtype), b, prior)
-    parametrize.register_parametrization(conv, "weight", pathway)
+    parametrize.register_parametrization(module, name, pathway)
     # the list that holds W_eq, kept outside the module tree (deep copies follow it)
-    object.__setattr__(pathway, "_plist", conv.parametrizations["weight"])
-    return conv
+    object.__setattr__(pathway, "_plist", module.parametrizations[name])
+    return module

@@ -11,7 +11,9 @@ filter at softness ``softness_pos`` (default ``softness``) and filter ``vector_f
 ``filter``).  Tensors named by ``in_place`` (pair tensors, or an image model's positional grid)
 are projected in place before every forward instead, the reference code's way
 (docs/fidelity.md).  Selection is by name (``include`` / ``exclude``, fnmatch patterns); anything
-selected that cannot be softened raises, and nothing is skipped silently.
+selected that cannot be softened raises, and nothing is skipped silently.  Models over
+representations of a matrix group (``O5``, ``SO3``, ...: a model with ``group`` and ``reps``, or
+a plain MLP given ``in_rep`` / ``out_rep`` / ``hidden_rep``) go to softeq.soften_reps.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from softeq.layers import (
 )
 from softeq.projectors import equivariant_projector, invariant_projector
 from softeq.rpp import DEFAULT_PRIOR, rpp_conv
+from softeq.soften_reps import declares_reps, soften_declared
 
 __all__ = ["soften"]
 
@@ -50,6 +53,22 @@ _UNSUPPORTED_CONVS = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
+
+
+_NOT_FOR_REPS = {
+    k: None
+    for k in ("include", "exclude", "pos_embed", "features", "operator", "cache_dir", "in_place")
+} | {"vector_filter": None, "basis": None, "min_kernel": 2}
+"""soften's arguments that models over representations do not take, with their defaults."""
+
+
+def _not_for_reps(arguments: dict) -> dict:
+    """The arguments of :data:`_NOT_FOR_REPS` set away from their defaults (None otherwise), and a
+    ``softness_pos`` that differs from ``softness``."""
+    others = {k: v for k, v in arguments.items() if k in _NOT_FOR_REPS and v != _NOT_FOR_REPS[k]}
+    pos = arguments["softness_pos"]
+    others["softness_pos"] = None if pos is None or pos == arguments["softness"] else pos
+    return others
 
 
 def _selected(name: str, include, exclude) -> bool:
@@ -120,6 +139,9 @@ def soften(
     in_place: str | list[str] | None = None,
     basis: str | None = None,
     rpp_prior: float | None = None,
+    in_rep=None,
+    out_rep=None,
+    hidden_rep=None,
 ) -> nn.Module:
     """Soften ``model`` in place and return it.
 
@@ -143,7 +165,15 @@ def soften(
             (:func:`softeq.layers.project_in_place`), not parametrized.
         basis: image models: the basis of the kernel and grid filters, ``svd`` (default, exact)
             or ``schur`` (the reference code's, with ``rank`` / ``rank-hard``; docs/fidelity.md).
+        in_rep, out_rep, hidden_rep: a plain MLP's representations (Rep or text) of a matrix
+            group (softeq.soften_reps; docs/method.md §8).
     """
+    declared = (in_rep, out_rep, hidden_rep)
+    if declares_reps(model) or any(r is not None for r in declared):
+        others = _not_for_reps(locals())
+        return soften_declared(
+            model, group, softness, filter, hard_mask, rpp_prior, declared, others
+        )
     g = parse_group(group)
     b = check_softness(softness, "softness")
     features = features or ("pairs" if g.kind == "SO2" else "image")
@@ -154,20 +184,9 @@ def soften(
     image_only = {"pos_embed": pos_embed, "operator": operator, "basis": basis}
     _check_feature_arguments(features, g.kind, image_only, vector_filter)
     if features == "image":
+        image = {**image_only, "basis": basis or "svd", "min_kernel": min_kernel, "rpp": rpp}
         count = _soften_image(
-            model,
-            g.name,
-            b,
-            softness_pos,
-            filter,
-            include,
-            exclude,
-            min_kernel,
-            pos_embed,
-            operator,
-            cache_dir,
-            basis or "svd",
-            rpp,
+            model, g.name, b, softness_pos, filter, include, exclude, cache_dir=cache_dir, **image
         )
         _move_in_place(model, _as_patterns(in_place, "in_place") or ())
     else:
