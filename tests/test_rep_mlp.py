@@ -102,7 +102,15 @@ def test_tensor_square_is_equivariant_and_kron_laid_out():
     x = torch.randn(4, rep.dim, dtype=torch.float64)
     g = O5.sample(np.random.default_rng(3))
     torch.testing.assert_close(square(act(rep, g, x)), act(square.out_rep, g, square(x)))
-    np.testing.assert_allclose(square(x)[0, rep.dim :].numpy(), np.kron(x[0], x[0]))
+    assert square.out_rep.key == "2V+3V**2"
+    x1, x2 = x[0, :5].numpy(), x[0, 5:].numpy()
+    expected = np.concatenate([x1, x2, np.kron(x1, x1), np.kron(x1, x2), np.kron(x2, x2)])
+    np.testing.assert_allclose(square(x)[0].numpy(), expected)
+    mixed = TensorSquare(parse_rep("S+V", SO3))  # a scalar factor drops out: S, V, V**2
+    assert mixed.out_rep.key == "S+V+S+V+V**2"
+    y = torch.randn(2, 4, dtype=torch.float64)
+    g = SO3.sample(np.random.default_rng(4))
+    torch.testing.assert_close(mixed(act(mixed.rep, g, y)), act(mixed.out_rep, g, mixed(y)))
 
 
 def test_model_layout_and_reps():
@@ -112,7 +120,7 @@ def test_model_layout_and_reps():
         (model.hidden.key, "S"),
     ]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(110, 32), (30, 32), (30, 1)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(85, 32), (30, 32), (30, 1)]
     assert model(torch.randn(3, 10, dtype=torch.float64)).shape == (3, 1)
     with pytest.raises(ValueError, match="expects 10 input features"):
         model(torch.randn(3, 9, dtype=torch.float64))
@@ -276,3 +284,30 @@ def test_bad_models_raise_clearly():
     model.reps = model.reps[:1]
     with pytest.raises(ValueError, match="2 Linear layers but declares 1"):
         softeq.soften(model, group="O5")
+
+
+@pytest.mark.parametrize(
+    ("filter", "b", "hard_mask"),
+    [("rank", 0.05, True), ("rank", 0.07, True), ("threshold", 0.5, False), ("decay", 0.5, False)],
+)
+def test_other_filters_keep_their_bounds(filter, b, hard_mask):
+    torch.manual_seed(0)
+    model = RepMLP(O5, "2V", "S", "4S+V", 1, square_input=True)  # float32, as trained
+    softeq.soften(model, group="O5", softness=b, filter=filter, hard_mask=hard_mask)
+    perturb(model)
+    records = report(model)
+    check(records)
+    expected = "rank-hard" if hard_mask else filter
+    assert {r.filter for r in records} == {expected} and {r.b for r in records} == {b}
+    x = torch.randn(16, 10)
+    assert invariance_error(model, model.in_rep, x, np.random.default_rng(5)).isfinite().all()
+
+
+def test_float32_model_is_invariant_at_b0():
+    torch.manual_seed(0)
+    model = softeq.soften(
+        RepMLP(O5, "2V", "S", "4S+V", 1, square_input=True), group="O5", softness=0
+    )
+    perturb(model)
+    x = torch.randn(64, 10)
+    assert float(invariance_error(model, model.in_rep, x, np.random.default_rng(6)).max()) < 1e-5

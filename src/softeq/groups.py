@@ -22,6 +22,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from softeq.matrix_groups import MATRIX_GROUP_PATTERN, MatrixGroup, matrix_group
+
 __all__ = [
     "GRID_OPERATORS",
     "Group",
@@ -49,15 +51,25 @@ _GROUP_RE = re.compile(r"^(?:(?P<kind>[CD])(?P<order>[1-9][0-9]*)|(?P<named>flip
 
 @dataclass(frozen=True)
 class Group:
-    """A symmetry group by name: ``C{n}``, ``D{n}``, ``flip`` or ``SO2``."""
+    """A symmetry group by name: ``C{n}``, ``D{n}``, ``flip`` or ``SO2`` (planar), or a matrix
+    group of :mod:`softeq.matrix_groups` (``O5``, ``SO3``, ``Lorentz``, ...: kind ``matrix``)."""
 
     name: str
-    kind: str  # "cyclic" | "dihedral" | "flip" | "SO2"
+    kind: str  # "cyclic" | "dihedral" | "flip" | "SO2" | "matrix"
     order: int | None = None  # rotation order n for C_n / D_n
 
     @property
     def continuous(self) -> bool:
+        if self.kind == "matrix":
+            return bool(self.matrix.lie_algebra.shape[0])
         return self.kind == "SO2"
+
+    @property
+    def matrix(self) -> MatrixGroup:
+        """The matrix group of a ``matrix`` kind group (its generators on V)."""
+        if self.kind != "matrix":
+            raise ValueError(f"{self.name} is a planar group, not a matrix group")
+        return matrix_group(self.name)
 
     @property
     def has_rotation(self) -> bool:
@@ -78,7 +90,10 @@ class Group:
 
     @property
     def lie_dimension(self) -> int:
-        """n_G in the network-level bound: one generator (SO(2), or C_n via its difference)."""
+        """n_G in the network-level bound: one generator (SO(2), or C_n via its difference);
+        a matrix group's Lie-algebra dimension (at least 1: a finite group's differences)."""
+        if self.kind == "matrix":
+            return max(1, int(self.matrix.lie_algebra.shape[0]))
         return 1
 
     def __str__(self) -> str:
@@ -86,14 +101,18 @@ class Group:
 
 
 def parse_group(name: str | Group) -> Group:
-    """Parse a group name (``C4``, ``C18``, ``D4``, ``flip``, ``SO2``); raise on anything else."""
+    """Parse a group name (``C4``, ``C18``, ``D4``, ``flip``, ``SO2``, or a matrix group such
+    as ``O5``, ``SO3``, ``Lorentz``, ``S4``, ``SO3xZ2``); raise on anything else."""
     if isinstance(name, Group):
         return name
     match = _GROUP_RE.match(str(name))
+    if match is None and re.fullmatch(MATRIX_GROUP_PATTERN, str(name)):
+        return Group(matrix_group(str(name)).name, "matrix")
     if match is None:
         raise ValueError(
             f"unknown group {name!r}: expected C<n> (cyclic rotations), D<n> (rotations and a "
-            "flip), 'flip' or 'SO2'"
+            "flip), 'flip', 'SO2', or a matrix group (SO<n>, O<n>, Lorentz, S<n>, Z<n>, "
+            "products joined by 'x')"
         )
     if match["named"]:
         return Group(match["named"], "flip" if match["named"] == "flip" else "SO2")

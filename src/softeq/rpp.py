@@ -1,5 +1,5 @@
 """Residual pathway priors (Finzi et al. 2021): W = P_0 W_eq + W_free on conv kernels, and on
-the linear maps and biases of MLPs over representations (docs/method.md §8).
+the linear maps and biases of MLPs over representations (docs/method.md §9).
 
 The baseline the paper's Figure 2 compares soft equivariance with (docs/method.md §7).  A conv
 weight becomes the sum of an equivariant pathway, softeq's EXACT projector P_0 (the b = 0

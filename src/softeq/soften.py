@@ -166,7 +166,7 @@ def soften(
         basis: image models: the basis of the kernel and grid filters, ``svd`` (default, exact)
             or ``schur`` (the reference code's, with ``rank`` / ``rank-hard``; docs/fidelity.md).
         in_rep, out_rep, hidden_rep: a plain MLP's representations (Rep or text) of a matrix
-            group (softeq.soften_reps; docs/method.md §8).
+            group (softeq.soften_reps; docs/method.md §9).
     """
     declared = (in_rep, out_rep, hidden_rep)
     if declares_reps(model) or any(r is not None for r in declared):

@@ -1,4 +1,4 @@
-"""Soften MLPs over declared representations of a matrix group (docs/method.md §8).
+"""Soften MLPs over declared representations of a matrix group (docs/method.md §9).
 
 A model declares its representations by two attributes: ``group`` (a
 :class:`softeq.matrix_groups.MatrixGroup`) and ``reps``, the (input, output)

@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
-from scipy.sparse import csr_matrix
+from scipy.sparse import coo_matrix, csr_matrix, sparray, spmatrix
 from scipy.sparse.csgraph import connected_components
 
 __all__ = [
     "ZERO_TOL",
     "SchurForm",
     "Spectrum",
+    "block_spectrum",
+    "component_labels",
     "constraint_svd",
     "real_schur",
     "surrogate_schur",
@@ -80,6 +82,22 @@ class Spectrum:
             self._dense = dense
         return self._dense
 
+    def columns(self, positions: np.ndarray) -> np.ndarray:
+        """The singular vectors at ascending ``positions``, as an (N, len(positions)) array,
+        without forming V densely when the operator is block-separable."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self._dense is not None or self._blocks is None:
+            return self.vectors[:, positions]
+        out = np.zeros((self.size, positions.size))
+        slot = np.full(self.sigma.size, -1)
+        slot[positions] = np.arange(positions.size)
+        for cols, vecs, pos in zip(
+            self._blocks.columns, self._blocks.vectors, self._blocks.positions, strict=True
+        ):
+            member, which = np.nonzero(slot[pos] >= 0)
+            out[cols[member], slot[pos[member, which]][:, None]] = vecs[member, :, which]
+        return out
+
     def projector(self, weights: np.ndarray) -> np.ndarray:
         """P = V diag(weights) V^T, ``weights`` aligned with the ascending ``sigma``."""
         weights = np.asarray(weights, dtype=np.float64)
@@ -98,8 +116,9 @@ class Spectrum:
 
 
 def _sorted_svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Singular values (padded with zeros to the column count) and V, both ascending."""
-    _, s, vt = np.linalg.svd(matrix, full_matrices=True)
+    """Singular values (padded with zeros to the column count) and V, both ascending.  A tall
+    matrix needs no square U: the economy SVD already has every right singular vector."""
+    _, s, vt = np.linalg.svd(matrix, full_matrices=matrix.shape[-2] < matrix.shape[-1])
     n = matrix.shape[-1]
     sigma = np.zeros((*matrix.shape[:-2], n))
     sigma[..., : s.shape[-1]] = s
@@ -121,8 +140,30 @@ def constraint_svd(operators: list[np.ndarray] | np.ndarray) -> Spectrum:
     if n_blocks == 1:
         sigma, v = _sorted_svd(stacked)
         return Spectrum(sigma, n, _dense=v)
+    return block_spectrum(stacked, labels)
 
-    # block-separable: the rows touching one block touch no other
+
+def component_labels(stacked: sparray | spmatrix) -> np.ndarray:
+    """Label the columns of a sparse operator so that no row touches two labels: the connected
+    components of the bipartite row-column graph of its non-zeros (never forms C^T C)."""
+    pattern = csr_matrix(stacked)
+    pattern.eliminate_zeros()
+    rows, cols = pattern.shape
+    coo = pattern.tocoo()
+    graph = coo_matrix(
+        (np.ones(coo.nnz, dtype=np.int8), (coo.row, rows + coo.col)), shape=(rows + cols,) * 2
+    )
+    _, labels = connected_components(graph, directed=False)
+    _, dense_labels = np.unique(labels[rows:], return_inverse=True)
+    return dense_labels
+
+
+def block_spectrum(stacked: np.ndarray | sparray | spmatrix, labels: np.ndarray) -> Spectrum:
+    """Ascending SVD of a block-separable operator (dense or sparse): each block of columns
+    ``labels == l`` is decomposed on its own, batched by size, and the spectra are merged."""
+    pattern = csr_matrix(stacked != 0) if isinstance(stacked, np.ndarray) else csr_matrix(stacked)
+    n = pattern.shape[1]
+    n_blocks = int(labels.max()) + 1 if labels.size else 0
     nnz_rows = np.flatnonzero(np.diff(pattern.indptr))
     row_labels = labels[pattern.indices[pattern.indptr[nnz_rows]]]
     cols_by_label = np.split(np.argsort(labels, kind="stable"), np.cumsum(np.bincount(labels))[:-1])
@@ -133,14 +174,19 @@ def constraint_svd(operators: list[np.ndarray] | np.ndarray) -> Spectrum:
     for rows, cols in zip(rows_by_label, cols_by_label, strict=True):
         groups.setdefault((rows.size, cols.size), []).append((rows, cols))
     sigmas, columns, vectors = [], [], []
-    for (n_rows, _), members in groups.items():
-        batch = np.stack([stacked[np.ix_(rows, cols)] for rows, cols in members])
+    sparse = not isinstance(stacked, np.ndarray)
+    for (n_rows, size), members in groups.items():
         if n_rows == 0:
-            size = batch.shape[-1]
             sigma = np.zeros((len(members), size))
             v = np.broadcast_to(np.eye(size), (len(members), size, size)).copy()
+        elif sparse:  # tall sparse blocks: eigh of the small Gram matrix C_l^T C_l
+            sigma, v = _sorted_gram_eigh(
+                np.stack([_gram(stacked, rows, cols) for rows, cols in members])
+            )
         else:
-            sigma, v = _sorted_svd(batch)
+            sigma, v = _sorted_svd(
+                np.stack([stacked[np.ix_(rows, cols)] for rows, cols in members])
+            )
         sigmas.append(sigma)
         columns.append(np.stack([cols for _, cols in members]))
         vectors.append(v)
@@ -153,6 +199,18 @@ def constraint_svd(operators: list[np.ndarray] | np.ndarray) -> Spectrum:
         positions.append(rank[at : at + s.size].reshape(s.shape))
         at += s.size
     return Spectrum(flat[order], n, _blocks=_Blocks(columns, vectors, positions))
+
+
+def _gram(stacked, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    block = csr_matrix(stacked)[rows][:, cols]
+    return (block.T @ block).toarray()
+
+
+def _sorted_gram_eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sigma = sqrt(eig(C^T C)) and V, ascending: the SVD's sigma and V of a tall C, to
+    sqrt(eps) sigma_max in sigma (far below ZERO_TOL) and to eps / gap in V."""
+    values, v = np.linalg.eigh(gram)
+    return np.sqrt(np.clip(values, 0.0, None)), v
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""MLPs over declared representations of a matrix group (EMLP's layout; docs/method.md §8).
+"""MLPs over declared representations of a matrix group (EMLP's layout; docs/method.md §9).
 
 A :class:`RepMLP` maps features of ``in_rep`` to ``out_rep`` through hidden features of a
 representation ``hidden`` (default :func:`uniform_rep`, a sum of tensor powers of V).  Its linear
@@ -107,23 +107,48 @@ class GatedNonlinearity(nn.Module):
 
 
 class TensorSquare(nn.Module):
-    """x -> (x, x (x) x): features of ``rep`` to features of rep + rep**2 (kron layout, coordinate
-    d + i * d + j holds x_i x_j).
+    """x -> (x, x_c (x) x_c' for copies c <= c'): the input and its products, copy by copy.
 
-    Equivariant for every group, since (rho(g) x) (x) (rho(g) x) = (rho(g) (x) rho(g)) (x (x) x),
-    the action of rep**2.  It gives the first linear map quadratic invariants to work with: with
-    linear maps and gates alone, an O(n)-invariant model of vectors is constant (O(n) has no
-    invariant linear functional on V, so every gate is a constant), while Hom(V**2, S) holds the
-    inner product (docs/method.md §8).
+    With rep = sum_c R_c (copies in layout order), the output is rep followed by one block
+    R_c (x) R_c' (kron layout: coordinate i * dim R_c' + j holds x_c,i x_c',j; a scalar factor
+    drops out) per pair of copies c <= c'.  Equivariant for every group, since
+    (rho_c(g) x_c) (x) (rho_c'(g) x_c') = (rho_c(g) (x) rho_c'(g)) (x_c (x) x_c'); the pairs
+    c > c' repeat the same products transposed, so they are left out.  Keeping copies apart
+    keeps the next map's representation a sum of simple types (2V gives 2V+3V**2, not
+    2V+(2V)**2), which is what the projector's block structure uses.
+
+    It gives the first linear map quadratic invariants to work with: with linear maps and gates
+    alone, an O(n)-invariant model of vectors is constant (O(n) has no invariant linear functional
+    on V, so every gate is a constant), while Hom(V**2, S) holds the inner product
+    (docs/method.md §9).
     """
 
     def __init__(self, rep: Rep) -> None:
         super().__init__()
-        self.rep, self.out_rep = rep, rep + rep**2
+        copies, offset = [], 0
+        for kind, mult in rep.blocks():
+            for _ in range(mult):
+                copies.append((kind, offset))
+                offset += kind.dim
+        terms: list[tuple[Rep, int]] = []
+        index = [torch.arange(rep.dim)]
+        for c, (left, start) in enumerate(copies):
+            for right, other in copies[c:]:
+                rows = torch.arange(start, start + left.dim)[:, None] * rep.dim
+                index.append(rep.dim + (rows + torch.arange(other, other + right.dim)).flatten())
+                kind = right if left.is_scalar else left if right.is_scalar else left * right
+                if terms and terms[-1][0].key == kind.key:
+                    terms[-1] = (terms[-1][0], terms[-1][1] + 1)
+                else:
+                    terms.append((kind, 1))
+        self.rep, self.out_rep = rep, rep
+        for kind, mult in terms:
+            self.out_rep = self.out_rep + mult * kind
+        self.register_buffer("index", torch.cat(index), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         square = (x[..., :, None] * x[..., None, :]).flatten(-2)
-        return torch.cat([x, square], dim=-1)
+        return torch.cat([x, square], dim=-1)[..., self.index]
 
     def extra_repr(self) -> str:
         return f"{self.rep.key} -> {self.out_rep.key}"
