@@ -29,9 +29,10 @@ run: $(STAMP)
 run-extended: $(STAMP)
 	$(SNAKEMAKE) all --cores 2 --configfile config/config.yaml config/extended.yaml
 
-# the O(5) regression on a CPU in minutes (config/regression.yaml): its table and figure
+# the O(5) regression on a CPU in minutes (config/regression.yaml): its table and figure, and
+# the SO(3) demo's figure
 run-regression: $(STAMP)
-	$(SNAKEMAKE) all_o5 --cores 2 --configfile config/regression.yaml
+	$(SNAKEMAKE) all_o5 all_so3 --cores 2 --configfile config/regression.yaml
 
 # the README's figures: small copies of the embedded default's (after `make run`)
 docs-figures: $(STAMP)

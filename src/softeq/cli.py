@@ -19,6 +19,8 @@ build from the validated config; nothing is evaluated as code.  ``--task`` picks
                       --softening JSON --recipe JSON --model-out model.pt --out metrics.json
     softeq regression-table --out-stem results/tables/regression_o5 SUMMARY.csv ...
     softeq regression-figure --table results/tables/regression_o5.csv --out PNG
+    softeq so3-demo   --hidden 16 --depth 2 --softness 0,0.5,1 --out so3_demo.csv
+    softeq figure-so3 --table so3_demo.csv --out so3_demo.png
     softeq check-config config/paper.yaml     # what the workflow checks, before any job
 
 ``softeq <stage> --help`` describes every option.
@@ -126,6 +128,15 @@ def _figure_stage(name: str):
     return run
 
 
+def _so3_stage(name: str):
+    def run(args: argparse.Namespace) -> None:
+        from softeq.stages import so3_demo
+
+        getattr(so3_demo, name)(args)
+
+    return run
+
+
 Stage = Callable[..., argparse.ArgumentParser]
 TASKS = ("classification", "segmentation", "trajectory")
 
@@ -147,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_stages(stage)
     _add_result_stages(stage)
     _add_regression_stages(stage)
+    _add_so3_stages(stage)
     return parser
 
 
@@ -334,6 +346,32 @@ def _add_regression_stages(stage: Stage) -> None:
 
     p = stage("regression-figure", _regression_stage("regression_figure"), "the O(5) figure", False)
     p.add_argument("--table", required=True, help="the table of `softeq regression-table`")
+    p.add_argument("--out", required=True, help="the PNG to write")
+
+
+def _add_so3_stages(stage: Stage) -> None:
+    """The SO(3) demo: its per-sample error table, and the box plots drawn from it."""
+    from softeq.filters import FILTERS
+
+    p = stage("so3-demo", _so3_stage("so3_demo"), "SO(3) demo: equivariance errors over b", False)
+    p.add_argument("--hidden", type=int, default=16, help="hidden width of the MLP")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers (0: one linear map)")
+    p.add_argument(
+        "--softness",
+        type=_softness_list,
+        default=[round(0.1 * i, 1) for i in range(11)],
+        help="comma-separated b values (default 0,0.1,...,1)",
+    )
+    p.add_argument("--samples", type=int, default=500, help="(x, R) pairs per initialisation")
+    p.add_argument("--models", type=int, default=4, help="random initialisations")
+    p.add_argument("--vectors", type=int, default=5, help="input 3-vectors (in_rep = vectors*V)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and rotations")
+    p.add_argument("--filter", choices=FILTERS, default="shrink", help="the softness filter")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
+    p.add_argument("--out", required=True, help="the CSV of per-sample errors to write")
+
+    p = stage("figure-so3", _so3_stage("figure_so3"), "SO(3) demo: box plots", compute=False)
+    p.add_argument("--table", required=True, help="the CSV `softeq so3-demo` wrote")
     p.add_argument("--out", required=True, help="the PNG to write")
 
 

@@ -165,6 +165,52 @@ rule construction_timing:
         " --png {output.figure:q} > {log:q} 2>&1"
 
 
+# the SO(3) demo (config key so3_demo): its per-sample error table, then the box plots from it
+rule so3_demo:
+    output:
+        table=f"{RESULTS}/tables/so3_demo.csv",
+    log:
+        "logs/figures/so3_demo.log",
+    benchmark:
+        "benchmarks/out/so3_demo.tsv"
+    conda:
+        "../envs/softeq.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=config["job_resources"]["evaluate"]["mem_mb"],
+        runtime=config["job_resources"]["evaluate"]["runtime"],
+    params:
+        args=PLAN.so3_demo_args(),
+    shell:
+        "softeq so3-demo {params.args} --threads {threads} --out {output.table:q} > {log:q} 2>&1"
+
+
+rule figure_so3:
+    input:
+        f"{RESULTS}/tables/so3_demo.csv",
+    output:
+        report(
+            f"{RESULTS}/figures/so3_demo.png",
+            caption="../report/so3_demo.rst",
+            category="SO(3) demo",
+        ),
+    log:
+        "logs/figures/figure_so3.log",
+    benchmark:
+        "benchmarks/out/figure_so3.tsv"
+    conda:
+        "../envs/softeq.yaml"
+    threads: 1
+    shell:
+        "softeq figure-so3 --table {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+# the SO(3) demo alone (nothing when the config has no so3_demo): make run-regression asks for it
+rule all_so3:
+    input:
+        PLAN.so3_demo_outputs(),
+
+
 rule figures:
     input:
         PLAN.figure_targets(),

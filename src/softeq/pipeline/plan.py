@@ -326,6 +326,21 @@ class Plan:
         """The summary table Figure 2 reads (it never retrains)."""
         return f"{self.results}/tables/classification_{wildcards.dataset}_summary.csv"
 
+    def so3_demo_outputs(self) -> list[str]:
+        """The SO(3) demo's figure, when the config sets ``so3_demo`` (its table comes with it)."""
+        demo = self.config.get("so3_demo") is not None
+        return [f"{self.results}/figures/so3_demo.png"] if demo else []
+
+    def so3_demo_args(self) -> str:
+        """The settings of ``softeq so3-demo``, shell-quoted ("" when the demo is off)."""
+        settings = self.config.get("so3_demo")
+        if settings is None:
+            return ""
+        args = ["--softness", ",".join(str(b) for b in settings["softness"])]
+        for key in ("hidden", "depth", "samples", "models", "vectors", "seed", "filter"):
+            args += [f"--{key}", settings[key]]
+        return shlex.join(str(arg) for arg in args)
+
     def construction_timing_args(self) -> str:
         """The measurement settings of ``softeq construction-timing``, shell-quoted."""
         settings = self.config["construction_timing"]
@@ -338,7 +353,7 @@ class Plan:
 
     def paper_outputs(self) -> list[str]:
         """Figures 1 and 2, the paper tables and the ablations."""
-        outputs = self.figure1_outputs() + self.figure2_outputs()
+        outputs = self.figure1_outputs() + self.figure2_outputs() + self.so3_demo_outputs()
         outputs += [
             f"{self.results}/tables/paper_{task}.csv"
             for task in self.tasks
@@ -365,7 +380,7 @@ class Plan:
             for p in self.figures_for(task, dataset)
         ]
         paths += [p for p in self.regression_outputs() if p.endswith(".png")]
-        return paths + self.figure1_outputs() + self.figure2_outputs()
+        return paths + self.figure1_outputs() + self.figure2_outputs() + self.so3_demo_outputs()
 
     def targets(self, families: set[str] | None = None) -> list[str]:
         """Tables and figures of every (task, dataset), or of the given dataset families (a
