@@ -42,22 +42,6 @@ SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def matrix_groups_ready() -> bool:
-    """Whether softeq knows the matrix group O5 (softeq.matrix_groups, parse_group)."""
-    try:
-        from softeq.matrix_groups import matrix_group  # noqa: F401
-
-        from softeq.groups import parse_group
-
-        parse_group("O5")
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
-needs_o5 = pytest.mark.skipif(not matrix_groups_ready(), reason="softeq.matrix_groups (O5) absent")
-
-
 # ---- data ------------------------------------------------------------------------------------
 
 
@@ -236,7 +220,6 @@ def test_relative_error_is_the_references():
     assert errors["rel_error"] == pytest.approx((2 / (4 + 1e-6) + 0 + 0) / 3)
 
 
-@needs_o5
 def test_input_actions_are_orthogonal_block_diagonal():
     from softeq.engine.regression import input_actions
 
@@ -321,7 +304,6 @@ def load(name: str) -> dict:
     return validate_config(config, SCHEMA)
 
 
-@needs_o5
 def test_regression_config_resolves():
     runs = resolve(load("regression.yaml"))
     assert {r.dataset for r in runs} == {"o5-s30", "o5-s50"}
@@ -329,7 +311,6 @@ def test_regression_config_resolves():
     assert {r.softening.group for r in runs} == {"O5"}
 
 
-@needs_o5
 def test_a_plain_mlp_runs_at_softness_one_only():
     config = load("regression.yaml")
     config["experiments"][0]["softness"] = [0.5]
@@ -337,7 +318,6 @@ def test_a_plain_mlp_runs_at_softness_one_only():
         resolve(config)
 
 
-@needs_o5
 def test_noise_and_groups_are_checked():
     config = load("regression.yaml")
     config["experiments"][0]["noise"] = [0.333]
@@ -362,14 +342,12 @@ def dry_run(config: str, target: str) -> Counter:
     return Counter(re.findall(r"^rule (\w+):", result.stdout, flags=re.MULTILINE))
 
 
-@needs_o5
 def test_regression_config_dry_run():
     jobs = dry_run("config/regression.yaml", "all_o5")
     assert jobs["regression"] == 28 and jobs["aggregate_regression"] == 2
     assert jobs["regression_table"] == jobs["regression_figure"] == 1
 
 
-@needs_o5
 def test_paper_config_dry_run_lists_the_o5_protocol():
     jobs = dry_run("config/paper.yaml", "all_o5")
     # 3 noise levels x 3 seeds x (MLP + EMLP + RPP + 2 hard-mask soft + 7 b of the sweep)
@@ -380,15 +358,6 @@ def test_paper_config_dry_run_lists_the_o5_protocol():
 # ---- the stage, with the real matrix groups and RepMLP ------------------------------------------
 
 
-def rep_mlp_ready() -> bool:
-    try:
-        from softeq.models.rep_mlp import RepMLP  # noqa: F401
-    except ImportError:
-        return False
-    return matrix_groups_ready()
-
-
-@pytest.mark.skipif(not rep_mlp_ready(), reason="softeq.models.rep_mlp / matrix groups absent")
 def test_the_exact_equivariant_mlp_is_invariant_and_the_plain_mlp_is_not():
     import softeq
     from softeq.engine.regression import input_actions
@@ -406,7 +375,6 @@ def test_the_exact_equivariant_mlp_is_invariant_and_the_plain_mlp_is_not():
     assert evaluate_regression(mlp, x, y, actions)["inv_error"] > 1e-3
 
 
-@needs_o5
 def test_the_stage_writes_model_and_metrics_and_resumes(tmp_path, capsys):
     import json
 

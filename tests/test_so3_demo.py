@@ -20,12 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 
-def _needs_reps():
-    pytest.importorskip("softeq.matrix_groups")
-    pytest.importorskip("softeq.reps")
-    pytest.importorskip("softeq.models.rep_mlp")
-
-
 def _fixture_table(path: Path) -> Path:
     """A table of the demo's form: errors spread in proportion to b (made-up numbers)."""
     rng = np.random.default_rng(0)
@@ -111,7 +105,6 @@ def test_the_rules_plan_the_table_then_the_figure(base, tmp_path):
     """Target all_so3 plans the demo's table, then its figure; config/regression.yaml sets
     so3_demo with the schema's defaults, config/config.yaml does not (a test adds it)."""
     if base == "regression.yaml":
-        _needs_reps()  # the config's O(5) runs need the matrix groups
         config = validate_config(load_config(ROOT / "config" / base), SCHEMA)
         assert SO3DemoSettings.from_mapping(config["so3_demo"]) == SO3DemoSettings()
     config = load_config(ROOT / "config" / base)
@@ -135,7 +128,6 @@ def test_the_rules_plan_the_table_then_the_figure(base, tmp_path):
 
 
 def test_demo_is_exact_at_0_the_plain_model_at_1_and_grows_with_b(tmp_path):
-    _needs_reps()
     from softeq.metrics.rep_equivariance import rep_equivariance_errors
     from softeq.stages.so3_demo import plain_so3_model, so3_demo_inputs, so3_reps
 
