@@ -69,9 +69,13 @@ def test_group_names():
     assert parse_group("C18").order == 18
     assert parse_group("D4").has_flip
     assert parse_group("SO2").continuous
-    for bad in ["C0", "c4", "SO3", "D", "rot"]:
+    for bad in ["C0", "c4", "SO", "D", "rot", "O0"]:
         with pytest.raises(ValueError, match="unknown group"):
             parse_group(bad)
+    assert parse_group("SO3").kind == "matrix" and parse_group("O5").lie_dimension == 10
+    for planar in (grid_generators, pair_generators):  # a matrix group has no planar action
+        with pytest.raises(ValueError, match="matrix group"):
+            planar("SO3", 5) if planar is grid_generators else planar("SO3", PairRep((1,)))
     with pytest.raises(ValueError, match="exact"):
         grid_generators("C8", 5, "exact")
     with pytest.raises(ValueError, match="pair features"):

@@ -100,6 +100,15 @@ class Group:
         return self.name
 
 
+def _planar(group: Group, where: str) -> Group:
+    if group.kind == "matrix":
+        raise ValueError(
+            f"{group.name} is a matrix group: it acts on declared representations, not on "
+            f"{where} (soften a model over representations, docs/method.md §9)"
+        )
+    return group
+
+
 def parse_group(name: str | Group) -> Group:
     """Parse a group name (``C4``, ``C18``, ``D4``, ``flip``, ``SO2``, or a matrix group such
     as ``O5``, ``SO3``, ``Lorentz``, ``S4``, ``SO3xZ2``); raise on anything else."""
@@ -210,7 +219,7 @@ def default_grid_operator(group: str | Group) -> str:
 
 def grid_action(group: str | Group, k: int, operator: str | None = None) -> list[np.ndarray]:
     """The generating elements rho(h) of ``group`` acting on k x k grids (rotation, then flip)."""
-    group = parse_group(group)
+    group = _planar(parse_group(group), "image grids")
     operator = operator or default_grid_operator(group)
     if group.kind == "SO2":
         raise ValueError("SO2 acts on pair features, not on image grids; use C<n> for images")
@@ -290,7 +299,7 @@ _REFLECT = np.diag([1.0, -1.0])
 def pair_action(group: str | Group, rep: PairRep, angle: float = 0.0, flip: bool = False):
     """rho(g) on a pair feature: rotation by ``angle`` (each pair by freq * angle), then optionally
     the reflection (x, y) -> (x, -y).  For C_n, ``angle`` should be a multiple of 2 pi / n."""
-    group = parse_group(group)
+    group = _planar(parse_group(group), "pair features")
     if flip and not group.has_flip:
         raise ValueError(f"{group.name} contains no reflection")
     if angle and not group.has_rotation:
@@ -302,7 +311,7 @@ def pair_action(group: str | Group, rep: PairRep, angle: float = 0.0, flip: bool
 def pair_generators(group: str | Group, rep: PairRep) -> list[np.ndarray]:
     """Generators on a pair feature: omega J per pair (SO2), (R(omega theta) - I) / theta per pair
     (C_n), (diag(1, -1) - I) / pi per pair (flip); D_n gives rotation and flip generators."""
-    group = parse_group(group)
+    group = _planar(parse_group(group), "pair features")
     generators = []
     if group.kind == "SO2":
         generators.append(_block_diag([f * J for f in rep.freqs]))
