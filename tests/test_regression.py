@@ -29,6 +29,7 @@ from softeq.engine.regression import (
     RegressionRecipe,
     Standardised,
     evaluate_regression,
+    input_actions,
     predict,
     regression_errors,
     train_regression,
@@ -36,6 +37,7 @@ from softeq.engine.regression import (
 from softeq.pipeline import ConfigError, resolve, validate_config
 from softeq.results.aggregate import read_table, write_table
 from softeq.results.regression import model_label, regression_table, write_regression_table
+from softeq.spec import Softening
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -350,8 +352,9 @@ def test_regression_config_dry_run():
 
 def test_paper_config_dry_run_lists_the_o5_protocol():
     jobs = dry_run("config/paper.yaml", "all_o5")
-    # 3 noise levels x 3 seeds x (MLP + EMLP + RPP + 2 hard-mask soft + 7 b of the sweep)
-    assert jobs["regression"] == 3 * 3 * (1 + 1 + 1 + 2 + 7)
+    # 3 noise levels x 3 seeds x (MLP + EMLP + RPP + 2 x 2 hard-mask soft (softeq's and the
+    # reference's discrete difference) + 7 b of the sweep)
+    assert jobs["regression"] == 3 * 3 * (1 + 1 + 1 + 2 * 2 + 7)
     assert jobs["aggregate_regression"] == 3 and jobs["regression_figure"] == 1
 
 
@@ -373,6 +376,28 @@ def test_the_exact_equivariant_mlp_is_invariant_and_the_plain_mlp_is_not():
     assert exact["inv_error"] < 1e-5
     assert torch.std(predict(emlp, x.double())) > 1e-6  # not a constant
     assert evaluate_regression(mlp, x, y, actions)["inv_error"] > 1e-3
+
+
+def test_the_reference_discrete_difference_is_an_option_of_the_spec():
+    """`discrete_difference: unit` (the reference's rho(h) - I) keeps other directions under
+    rank-hard at b = 0.05 than softeq's (rho(h) - I) / pi, and both are exact at b = 0."""
+    from softeq.stages.regression import build_model, soften_regressor
+
+    x, y = tensors("test", 64)
+    actions = input_actions("O5", "2V", len(x), seed=0)
+    outputs = {}
+    for difference in ("angle", "unit"):
+        for b in (0.0, 0.05):
+            spec = {"regressor": "rep_mlp", "hidden": 32, "depth": 2, "square_input": True,
+                    "discrete_difference": difference}  # fmt: skip
+            torch.manual_seed(0)
+            model = build_model(spec, "O5")
+            soften_regressor(model, spec, Softening("O5", b, filter="rank-hard"))
+            outputs[difference, b] = predict(model.double(), x.double())
+            if b == 0.0:
+                assert evaluate_regression(model, x.double(), y, actions)["inv_error"] < 1e-5
+    assert not torch.allclose(outputs["angle", 0.05], outputs["unit", 0.05])
+    torch.testing.assert_close(outputs["angle", 0.0], outputs["unit", 0.0])
 
 
 def test_the_stage_writes_model_and_metrics_and_resumes(tmp_path, capsys):

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from softeq.soften_reps import soften_rep_model
 from softeq.spec import Softening
 from softeq.stages.common import clear_output, selected_epoch, setup_device, write_metrics
 
@@ -37,6 +38,7 @@ __all__ = [
     "regression",
     "regression_figure",
     "regression_table",
+    "soften_regressor",
 ]
 
 SPEC_KEYS = {
@@ -48,6 +50,7 @@ SPEC_KEYS = {
     "activation",
     "square_input",
     "standardize",
+    "discrete_difference",
 }
 REGRESSORS = ("mlp", "rep_mlp")
 
@@ -98,7 +101,7 @@ def build_model(spec: dict[str, Any], group: str) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(widths[-1], d_out))
 
 
-def _soften(model: nn.Module, spec: dict[str, Any], softening: Softening) -> nn.Module:
+def soften_regressor(model: nn.Module, spec: dict[str, Any], softening: Softening) -> nn.Module:
     """Soften a rep MLP with the run's setting; a plain MLP only runs at softness 1."""
     import softeq
 
@@ -106,8 +109,14 @@ def _soften(model: nn.Module, spec: dict[str, Any], softening: Softening) -> nn.
         if softening.softness != 1.0 or softening.filter == "rpp":
             raise SystemExit("a plain mlp has no equivariant structure: run it at softness 1")
         return model
-    return softeq.soften(
-        model, group=softening.group, softness=softening.softness, filter=softening.filter
+    difference = spec.get("discrete_difference", "angle")
+    if difference == "angle":
+        return softeq.soften(
+            model, group=softening.group, softness=softening.softness, filter=softening.filter
+        )
+    # the reference's rho(h) - I (docs/fidelity.md): build_model gave the model the run's group
+    return soften_rep_model(
+        model, softening.softness, softening.filter, discrete_difference=difference
     )
 
 
@@ -135,7 +144,7 @@ def _model(args: argparse.Namespace, splits: dict[str, Any]) -> tuple[nn.Module,
 
     spec = _check_spec(args.backbone_spec)
     torch.manual_seed(args.seed)
-    model = _soften(build_model(spec, args.softening.group), spec, args.softening)
+    model = soften_regressor(build_model(spec, args.softening.group), spec, args.softening)
     if spec.get("standardize", True):
         stats = splits["stats"]
         model = Standardised(model, stats.x_scale, stats.y_mean, stats.y_std)
