@@ -1,8 +1,6 @@
 """config/paper.yaml, offline: the dry-run lists every job of PAPER.md's protocol."""
 
 import os
-import re
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -10,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dry_runs import count_jobs
 from softeq.pipeline import resolve, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,16 +16,7 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 
 
 def dry_run(target: str, *extra: str) -> Counter:
-    result = subprocess.run(
-        ["snakemake", "-n", target, "--configfile", "config/paper.yaml", *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return Counter(re.findall(r"^rule (\w+):", result.stdout, flags=re.MULTILINE))
+    return count_jobs(target, "--configfile", "config/paper.yaml", *extra)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import math
 import os
 import re
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 import yaml
 from torch import nn
 
+from dry_runs import count_jobs
 from softeq.data.o5 import (
     O5Protocol,
     dataset_name,
@@ -332,16 +332,7 @@ def test_noise_and_groups_are_checked():
 
 
 def dry_run(config: str, target: str) -> Counter:
-    result = subprocess.run(
-        ["snakemake", "-n", "--forceall", target, "--configfile", config],  # results or not
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return Counter(re.findall(r"^rule (\w+):", result.stdout, flags=re.MULTILINE))
+    return count_jobs("--forceall", target, "--configfile", config)  # results or not
 
 
 def test_regression_config_dry_run():

@@ -1,9 +1,6 @@
 """The SO(3) demo: exact at b = 0, the plain model at b = 1, the error growing with b; the figure
 from a table alone; the config key checked and planned."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from dry_runs import snakemake_dry_run
 from softeq.cli import main
 from softeq.figures.so3_demo import so3_demo_rows
 from softeq.pipeline import ConfigError, Plan, load_config, validate_config
@@ -112,16 +110,7 @@ def test_the_rules_plan_the_table_then_the_figure(base, tmp_path):
     config.update(results=str(tmp_path / "results"), allow_outside=True)
     path = tmp_path / "so3.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(
-        ["snakemake", "all_so3", "-n", "-p", "--cores", "1", "--configfile", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = snakemake_dry_run("all_so3", "-p", "--cores", "1", "--configfile", str(path))
     assert "rule so3_demo:" in result.stdout and "rule figure_so3:" in result.stdout
     assert "--samples 10" in result.stdout and "--models 1" in result.stdout
     assert f"{tmp_path}/results/figures/so3_demo.png" in result.stdout
