@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from softeq.io import read_manifest as _read_manifest
 from softeq.io import write_json
@@ -18,6 +18,7 @@ from softeq.transforms import IMAGENET_MEAN, IMAGENET_STD
 __all__ = [
     "IMAGE_SUFFIXES",
     "build_manifest",
+    "holdout_indices",
     "is_image_file",
     "is_imagefolder_tree",
     "load_imagefolder",
@@ -25,7 +26,12 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
-SPLIT_FOLDERS = {"train": "train", "test": "val", "val": "val"}
+SPLIT_FOLDERS = {"train": "train", "test": "val", "val": "val", "fit": "train", "holdout": "train"}
+"""Split -> folder.  ImageNet's val folder is its test split (and the reference's val); a softness
+selection (docs/selection.md) trains on ``fit`` and scores on ``holdout``, the training folder
+without and with only :data:`HOLDOUT_PER_CLASS` images per class drawn once from a fixed seed."""
+HOLDOUT_PER_CLASS = 10
+HOLDOUT_SEED = 0
 
 
 def is_image_file(name: str | Path) -> bool:
@@ -98,7 +104,7 @@ def load_imagefolder(
     std: tuple[float, ...] = IMAGENET_STD,
     interpolation: str = "bilinear",
 ):
-    """The ``split`` (train / test) of the manifest's tree, transformed for ``input_size``.
+    """The ``split`` of the manifest's tree (:data:`SPLIT_FOLDERS`), transformed for ``input_size``.
 
     timm's ImageNet transforms: training uses a random resized crop, flip and, if given,
     RandAugment (``auto_augment``); evaluation resizes to input_size / 0.875 and centre-crops.
@@ -121,4 +127,27 @@ def load_imagefolder(
         std=std,
         interpolation=interpolation,
     )
-    return _CheckedImageFolder(Path(manifest["root"]) / SPLIT_FOLDERS[split], transform)
+    dataset = _CheckedImageFolder(Path(manifest["root"]) / SPLIT_FOLDERS[split], transform)
+    if split not in ("fit", "holdout"):
+        return dataset
+    held = holdout_indices(dataset.inner.targets, HOLDOUT_PER_CLASS, HOLDOUT_SEED)
+    if split == "holdout":
+        return Subset(dataset, held)
+    kept = sorted(set(range(len(dataset))) - set(held))
+    return Subset(dataset, kept)
+
+
+def holdout_indices(targets: list[int], per_class: int, seed: int) -> list[int]:
+    """``per_class`` sample indices of every class (all of a smaller class but one, so that it
+    keeps a training image), drawn by one seeded permutation per class; sorted."""
+    import torch
+
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(int(target), []).append(index)
+    held = []
+    for label, indices in sorted(by_class.items()):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + label)
+        order = torch.randperm(len(indices), generator=generator).tolist()
+        held += [indices[i] for i in order[: min(per_class, len(indices) - 1)]]
+    return sorted(held)

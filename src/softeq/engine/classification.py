@@ -272,6 +272,7 @@ def train_classifier(
     stop_after_epochs: int | None = None,
     num_classes: int | None = None,
     fingerprint: Fingerprint | None = None,
+    until_epoch: int | None = None,
     val_set: Dataset | None = None,
     best_checkpoint: str | Path | None = None,
 ) -> tuple[list[dict[str, float]], nn.Module | None]:
@@ -302,6 +303,7 @@ def train_classifier(
         stop_after_epochs,
         best_checkpoint=best_checkpoint,
         fingerprint=fingerprint,
+        until_epoch=until_epoch,
     )
 
 

@@ -310,6 +310,7 @@ def fit(
     stop_after_epochs: int | None = None,
     best_checkpoint: str | Path | None = None,
     fingerprint: Fingerprint | None = None,
+    until_epoch: int | None = None,
 ) -> tuple[list[dict[str, float]], nn.Module | None]:
     """Train ``model`` in place; resume from ``checkpoint`` when it exists.
 
@@ -317,7 +318,9 @@ def fit(
     Returns the history (one record per epoch: loss, the task's statistics, learning rates and
     ``val_<score>`` with a held-out split) and the EMA model (None without one).  The best epoch
     by ``hooks.select`` is written to ``best_checkpoint`` (``{"model", "epoch", "score",
-    "metric"}``).  ``stop_after_epochs`` ends the call early, as if killed (tests of resume).
+    "metric"}``).  ``stop_after_epochs`` ends the call early, as if killed (tests of resume);
+    ``until_epoch`` ends it after that epoch of the recipe's schedule (the learning rate follows
+    the whole schedule): a rung of successive halving, which a later call resumes.
 
     ``fingerprint`` binds the checkpoint to the run's inputs (:mod:`softeq.engine.fingerprint`):
     a checkpoint of other inputs starts the run over.  Without one, the checkpoint is bound to
@@ -334,7 +337,7 @@ def fit(
     fingerprint = fingerprint or Fingerprint(recipe=recipe, seed=seed)
     history, start, state = _resume(run, checkpoint, fingerprint, restart, best_checkpoint)
     best = float(state.get("best", -math.inf)) if state else -math.inf
-    for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs):
+    for epoch in epochs_to_run(recipe.epochs, start, stop_after_epochs, until_epoch):
         record = run.epoch(epoch)
         best = run.select(record, epoch, best, best_checkpoint)
         history.append(record)

@@ -60,9 +60,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def epochs_to_run(epochs: int, start: int, stop_after: int | None) -> range:
-    """Epochs left from ``start``; ``stop_after`` ends early, as if killed (tests of resume)."""
-    return range(start, epochs if stop_after is None else min(epochs, start + stop_after))
+def epochs_to_run(
+    epochs: int, start: int, stop_after: int | None, until: int | None = None
+) -> range:
+    """Epochs left from ``start``: up to epoch ``until`` of the ``epochs``-long schedule (a
+    successive-halving rung, docs/selection.md) or its end; ``stop_after`` ends the call after
+    that many, as if killed (tests of resume)."""
+    end = epochs if until is None else min(epochs, until)
+    return range(start, end if stop_after is None else min(end, start + stop_after))
 
 
 def resume(

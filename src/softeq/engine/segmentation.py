@@ -199,6 +199,7 @@ def train_segmenter(
     desc: str = "train",
     stop_after_epochs: int | None = None,
     fingerprint: Fingerprint | None = None,
+    until_epoch: int | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; resume from ``checkpoint`` when it exists.
 
@@ -221,6 +222,7 @@ def train_segmenter(
         stop_after_epochs,
         best_checkpoint,
         fingerprint,
+        until_epoch,
     )
     return history
 

@@ -191,6 +191,7 @@ def train_trajectory(
     stop_after_epochs: int | None = None,
     desc: str = "train",
     fingerprint: Fingerprint | None = None,
+    until_epoch: int | None = None,
     val_set: Dataset | None = None,
     best_checkpoint: str | Path | None = None,
 ) -> list[dict[str, float]]:
@@ -216,6 +217,7 @@ def train_trajectory(
         stop_after_epochs,
         fingerprint=fingerprint,
         best_checkpoint=best_checkpoint,
+        until_epoch=until_epoch,
     )
     return history
 

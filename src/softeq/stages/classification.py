@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,9 +18,11 @@ from softeq.stages.common import (
     selected_epoch,
     setup_device,
     soften_from,
+    training_splits,
     write_metrics,
     write_projectors,
 )
+from softeq.stages.rungs import best_epoch_file, check_rung_args, finish_rung, start_rung
 
 __all__ = ["evaluate", "finetune", "pretrain", "projectors"]
 
@@ -56,11 +57,12 @@ def _train_and_save(
     from softeq.engine.distributed import Distributed
 
     fingerprint = run_fingerprint(args, recipe, softening)
-    history, ema, best = [], None, Path(f"{args.out}.best")
+    history, ema, best = [], None, best_epoch_file(args.out)
+    train, val = training_splits(args)
     if recipe.epochs:
         history, ema = train_classifier(
             model,
-            _split(args, spec, "train", True, recipe.auto_augment),
+            _split(args, spec, train, True, recipe.auto_augment),
             recipe,
             args.seed,
             spec.input_size,
@@ -69,8 +71,9 @@ def _train_and_save(
             desc=args.stage,
             num_classes=num_classes,
             fingerprint=fingerprint,
-            val_set=_split(args, spec, "val", False) if recipe.select_epoch else None,
+            val_set=_split(args, spec, val, False) if recipe.select_epoch else None,
             best_checkpoint=best if recipe.select_epoch else None,
+            until_epoch=getattr(args, "until_epoch", None),
         )
     if not Distributed.from_env(device).is_main:
         return
@@ -88,6 +91,7 @@ def _train_and_save(
     elif ema is not None:
         state["model_ema"] = ema.state_dict()
     save_checkpoint(state, args.out)
+    finish_rung(args, device)
 
 
 def pretrain(args: argparse.Namespace) -> None:
@@ -122,6 +126,7 @@ def finetune(args: argparse.Namespace) -> None:
     from softeq.engine.classification import Recipe
 
     clear_output(args.out, args.data, args.init, stale=args.invalidates)
+    check_rung_args(args)
     device = setup_device(args)
     softening = args.softening
     recipe = Recipe.from_dict(args.recipe, "--recipe")
@@ -138,6 +143,7 @@ def finetune(args: argparse.Namespace) -> None:
             raise SystemExit(f"{args.init}: trained with another backbone spec")
         target.load_state_dict(init.get("model_ema") or init["model"])
     soften_from(model, softening, args.projectors, options)
+    start_rung(args, device)
     _train_and_save(args, model, spec, recipe, classes, device, softening)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "selected_epoch",
     "setup_device",
     "soften_from",
+    "training_splits",
     "write_metrics",
     "write_projectors",
 ]
@@ -229,3 +230,15 @@ def selected_epoch(history: list[dict[str, Any]], score: str, lowest: bool) -> i
         return None
     pick = min if lowest else max
     return pick(range(len(scores)), key=scores.__getitem__) + 1
+
+
+def training_splits(args: argparse.Namespace, supported: bool = True) -> tuple[str, str]:
+    """(``--train-split``, ``--val-split``) of a training stage; a task whose data has no other
+    splits (``supported`` False) refuses anything but train / val."""
+    splits = (getattr(args, "train_split", "train"), getattr(args, "val_split", "val"))
+    if not supported and splits != ("train", "val"):
+        raise SystemExit(
+            f"--train-split {splits[0]} --val-split {splits[1]}: the {args.task} task trains on "
+            "train and selects on val only"
+        )
+    return splits

@@ -4,7 +4,6 @@ dataset described by its manifest (root, protocol, num_classes)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,9 +18,11 @@ from softeq.stages.common import (
     run_fingerprint,
     setup_device,
     soften_from,
+    training_splits,
     write_metrics,
     write_projectors,
 )
+from softeq.stages.rungs import best_epoch_file, check_rung_args, finish_rung, start_rung
 
 __all__ = ["evaluate", "finetune", "pretrain", "projectors"]
 
@@ -76,7 +77,7 @@ def _train_and_save(
     recipe = SegRecipe.from_dict(args.recipe, "--recipe")
     spec = args.backbone_spec
     fingerprint = run_fingerprint(args, recipe, softening)
-    best = Path(f"{args.out}.best")
+    best = best_epoch_file(args.out)
     history = train_segmenter(
         model,
         _split(manifest, "train", spec, args.seed, True),
@@ -89,6 +90,7 @@ def _train_and_save(
         device=device,
         desc=args.stage,
         fingerprint=fingerprint,
+        until_epoch=getattr(args, "until_epoch", None),
     )
     if not Distributed.from_env(device).is_main:  # DDP: the main process writes --out
         return
@@ -105,6 +107,7 @@ def _train_and_save(
         },
         args.out,
     )
+    finish_rung(args, device)
 
 
 def pretrain(args: argparse.Namespace) -> None:
@@ -129,6 +132,8 @@ def finetune(args: argparse.Namespace) -> None:
     from softeq.engine.checkpoint import load_checkpoint
 
     clear_output(args.out, args.data, args.init, stale=args.invalidates)
+    check_rung_args(args)
+    training_splits(args, supported=False)
     device = setup_device(args)
     softening = args.softening
     manifest = _manifest(args.data)
@@ -143,6 +148,7 @@ def finetune(args: argparse.Namespace) -> None:
             raise SystemExit(f"{args.init}: trained with another model spec")
         target.load_state_dict(init["model"])
     soften_from(model, softening, args.projectors, _options(args.backbone_spec))
+    start_rung(args, device)
     _train_and_save(args, model, manifest, device, softening)
 
 

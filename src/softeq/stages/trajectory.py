@@ -22,9 +22,11 @@ from softeq.stages.common import (
     selected_epoch,
     setup_device,
     soften_from,
+    training_splits,
     write_metrics,
     write_projectors,
 )
+from softeq.stages.rungs import best_epoch_file, check_rung_args, finish_rung, start_rung
 
 __all__ = [
     "evaluate",
@@ -140,6 +142,8 @@ def finetune(args: argparse.Namespace) -> None:
     if args.init is not None:
         raise SystemExit("trajectory models train from scratch: --init does not apply")
     clear_output(args.out, args.data, stale=args.invalidates)
+    check_rung_args(args)
+    training_splits(args, supported=False)
     device = setup_device(args)
     softening = args.softening
     manifest = _manifest(args.data)
@@ -150,7 +154,8 @@ def finetune(args: argparse.Namespace) -> None:
     history = []
     recipe = TrajectoryRecipe.from_dict(args.recipe, "--recipe")
     fingerprint = run_fingerprint(args, recipe, softening)
-    best = Path(f"{args.out}.best")
+    best = best_epoch_file(args.out)
+    start_rung(args, device)
     if any(True for _ in model.parameters()):
         history = train_trajectory(
             model,
@@ -163,6 +168,7 @@ def finetune(args: argparse.Namespace) -> None:
             fingerprint=fingerprint,
             val_set=job_split(manifest, scene, "val", model) if recipe.select_epoch else None,
             best_checkpoint=best if recipe.select_epoch else None,
+            until_epoch=args.until_epoch,
         )
     if not Distributed.from_env(device).is_main:  # DDP: the main process writes --out
         return
@@ -178,6 +184,7 @@ def finetune(args: argparse.Namespace) -> None:
         },
         args.out,
     )
+    finish_rung(args, device)
 
 
 def evaluate(args: argparse.Namespace) -> None:
