@@ -137,7 +137,9 @@ def test_plan_gives_rules_their_paths_and_arguments(config):
     assert plan.filter_ablations() == []  # in config/extended.yaml
     digits = plan.targets({"digits"})
     assert "results/tables/classification_digits_summary.csv" in digits
-    assert all("classification_digits" in path for path in digits)
+    selections = [p for p in digits if "/select~" in p]  # the digits' softness selections
+    assert sorted(p.split("/")[4] for p in selections) == ["select~halving", "select~zeroshot"]
+    assert all("classification_digits" in path for path in digits if path not in selections)
     wildcards = SimpleNamespace(
         task="classification",
         dataset="digits",

@@ -50,7 +50,10 @@ def reduced(tmp_path_factory):
     config["experiments"] = [
         {**exp, "backbones": ["vit"], "softness": [0.0, 0.5, 1.0]}
         for exp in config["experiments"]
-        if exp["dataset"] == "digits" and exp["backbones"] == ["vit"] and not exp.get("filters")
+        if exp["dataset"] == "digits"
+        and exp["backbones"] == ["vit"]
+        and not exp.get("filters")
+        and not exp.get("select")  # the selections' DAG: tests/test_selection.py
     ]
     config["figure1"]["backbones"] = ["vit"]
     config["figure2"] = {}  # its digits69 runs are not in the reduced experiments

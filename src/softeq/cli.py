@@ -119,22 +119,23 @@ def cmd_figures(args: argparse.Namespace) -> None:
         print(path)
 
 
-def _figure_stage(name: str):
-    def run(args: argparse.Namespace) -> None:
-        from softeq.stages import figures
+def _lazy_stage(module: str, name: str):
+    """The stage ``softeq.stages.<module>.<name>``, imported when it runs (a fast --help)."""
 
-        getattr(figures, name)(args)
+    def run(args: argparse.Namespace) -> None:
+        import importlib
+
+        getattr(importlib.import_module(f"softeq.stages.{module}"), name)(args)
 
     return run
+
+
+def _figure_stage(name: str):
+    return _lazy_stage("figures", name)
 
 
 def _so3_stage(name: str):
-    def run(args: argparse.Namespace) -> None:
-        from softeq.stages import so3_demo
-
-        getattr(so3_demo, name)(args)
-
-    return run
+    return _lazy_stage("so3_demo", name)
 
 
 Stage = Callable[..., argparse.ArgumentParser]
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_result_stages(stage)
     _add_regression_stages(stage)
     _add_so3_stages(stage)
+    _add_selection_stages(stage)
     return parser
 
 
@@ -227,6 +229,15 @@ def _add_training_stages(stage: Stage) -> None:
         help="files derived from --out (the run's metrics), removed before training starts",
     )
     training(p)
+    p.add_argument(
+        "--until-epoch",
+        type=int,
+        help="stop after this epoch of the recipe's schedule (a halving rung; 0: no training)",
+    )
+    p.add_argument("--resume-from", help="a previous rung's state (--state-out) to continue")
+    p.add_argument("--state-out", help="write the training state for the next rung here")
+    p.add_argument("--train-split", default="train", help="the split to train on")
+    p.add_argument("--val-split", default="val", help="the held-out split (select_epoch)")
 
     p = stage("evaluate", _task_stage("evaluate"), "metrics, errors and bounds as JSON")
     p.add_argument("--data", required=True, help="the dataset manifest or file")
@@ -312,12 +323,7 @@ def _add_result_stages(stage: Stage) -> None:
 
 
 def _regression_stage(name: str):
-    def run(args: argparse.Namespace) -> None:
-        from softeq.stages import regression
-
-        getattr(regression, name)(args)
-
-    return run
+    return _lazy_stage("regression", name)
 
 
 def _add_regression_stages(stage: Stage) -> None:
@@ -373,6 +379,34 @@ def _add_so3_stages(stage: Stage) -> None:
     p = stage("figure-so3", _so3_stage("figure_so3"), "SO(3) demo: box plots", compute=False)
     p.add_argument("--table", required=True, help="the CSV `softeq so3-demo` wrote")
     p.add_argument("--out", required=True, help="the PNG to write")
+
+
+def _add_selection_stages(stage: Stage) -> None:
+    """Softness selection (docs/selection.md): decisions, a selection's summary, its report."""
+    run = lambda name: _lazy_stage("selection", name)  # noqa: E731
+    p = stage("select", run("decision"), "rank candidates: a halving rung or zeroshot", False)
+    p.add_argument("--metric", required=True, help="the validation metric that ranks them")
+    p.add_argument("--keep", type=int, help="halving: how many go on (else: zeroshot's rule)")
+    p.add_argument("--rule", choices=("best", "tolerance"), default="best", help="zeroshot rule")
+    p.add_argument("--tolerance", type=float, default=0.0, help="zeroshot: relative tolerance")
+    p.add_argument("--rung", type=int, default=0, help="halving: the rung")
+    p.add_argument("--until-epoch", type=int, default=0, help="halving: the rung's last epoch")
+    p.add_argument("--out", required=True, help="the decision JSON to write")
+    p.add_argument("scores", nargs="+", help="the candidates' validation metrics JSONs")
+
+    p = stage("selection-summary", run("summary"), "a selection's record", compute=False)
+    p.add_argument("--epochs", type=int, required=True, help="epochs of the full schedule")
+    p.add_argument("--decisions", nargs="+", required=True, help="decision JSONs, in order")
+    p.add_argument("--test", required=True, help="the chosen model's test metrics JSON")
+    p.add_argument("--costs", nargs="*", default=[], help="benchmark files of its jobs")
+    p.add_argument("--sweep", nargs="*", default=[], help="the full sweep's test metrics")
+    p.add_argument("--sweep-costs", nargs="*", default=[], help="the full sweep's benchmarks")
+    p.add_argument("--out", required=True, help="the selection JSON to write")
+
+    p = stage("selection-report", run("report"), "selection table and figure", compute=False)
+    p.add_argument("--table", required=True, help="the CSV to write (and a .md beside it)")
+    p.add_argument("--figure", required=True, help="the PNG to write")
+    p.add_argument("summaries", nargs="+", help="selection JSONs")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/softeq-ci-slurm.XXXXXX")
 SMK_LOG="$TMP/snakemake.log"
-# snakemake runs in a work dir of its own: the rules' logs/ and benchmarks/out/, .snakemake/
+# snakemake runs in a work dir of its own: the rules' logs/, .snakemake/
 # (locks, metadata, slurm job logs) then stay with this run's results and never collide with
 # another run of the same DAG in the repo (tests/test_workflow.py writes the same log paths).
 WORK="$TMP/work"
@@ -104,7 +104,7 @@ config["evaluate"]["classification"] = {
 config["experiments"] = [
     {**exp, "backbones": ["vit"], "softness": [0.0, 1.0]}
     for exp in config["experiments"]
-    if (exp["task"], exp["dataset"]) == ("classification", "digits")
+    if (exp["task"], exp["dataset"]) == ("classification", "digits") and not exp.get("select")
 ][:1]
 assert config["experiments"], "config/config.yaml has no classification/digits experiment"
 config["figure1"] = {**config.get("figure1", {}), "backbones": ["vit"]}

@@ -21,6 +21,7 @@ RESOURCES = PLAN.resources
 RUN = PLAN.run_dir
 PROJECTORS = PLAN.projectors_dir
 LOG = PLAN.log_stem
+BENCHMARKS = PLAN.benchmarks
 
 
 wildcard_constraints:

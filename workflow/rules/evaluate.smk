@@ -11,7 +11,7 @@ rule evaluate:
     log:
         f"logs/evaluate/{LOG}.log",
     benchmark:
-        f"benchmarks/out/evaluate/{LOG}.tsv"
+        f"{BENCHMARKS}/evaluate/{LOG}.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: config["threads"]

@@ -150,7 +150,7 @@ rule construction_timing:
     log:
         "logs/figures/construction_timing.log",
     benchmark:
-        "benchmarks/out/construction_timing.tsv"
+        f"{BENCHMARKS}/construction_timing.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: 1
@@ -172,7 +172,7 @@ rule so3_demo:
     log:
         "logs/figures/so3_demo.log",
     benchmark:
-        "benchmarks/out/so3_demo.tsv"
+        f"{BENCHMARKS}/so3_demo.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: config["threads"]
@@ -197,7 +197,7 @@ rule figure_so3:
     log:
         "logs/figures/figure_so3.log",
     benchmark:
-        "benchmarks/out/figure_so3.tsv"
+        f"{BENCHMARKS}/figure_so3.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: 1

@@ -10,7 +10,7 @@ rule pretrain:
     log:
         "logs/pretrain/{task}/{dataset}/{backbone}.log",
     benchmark:
-        "benchmarks/out/pretrain/{task}/{dataset}/{backbone}.tsv"
+        f"{BENCHMARKS}/pretrain/{{task}}/{{dataset}}/{{backbone}}.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: config["threads"]
@@ -40,7 +40,7 @@ rule finetune:
     log:
         f"logs/finetune/{LOG}.log",
     benchmark:
-        f"benchmarks/out/finetune/{LOG}.tsv"
+        f"{BENCHMARKS}/finetune/{LOG}.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: config["threads"]

@@ -10,7 +10,7 @@ rule projectors:
     log:
         f"logs/projectors/{RUN_DIR}.log",
     benchmark:
-        f"benchmarks/out/projectors/{RUN_DIR}.tsv"
+        f"{BENCHMARKS}/projectors/{RUN_DIR}.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: 1

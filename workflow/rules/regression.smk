@@ -12,7 +12,7 @@ rule regression:
     log:
         f"logs/regression/{REGRESSION_DIR}.log",
     benchmark:
-        f"benchmarks/out/regression/{REGRESSION_DIR}.tsv"
+        f"{BENCHMARKS}/regression/{REGRESSION_DIR}.tsv"
     conda:
         "../envs/softeq.yaml"
     threads: config["threads"]

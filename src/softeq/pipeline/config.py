@@ -27,6 +27,7 @@ __all__ = [
     "check_paths",
     "check_regression_backbones",
     "check_rpp_runs",
+    "experiment_datasets",
     "experiments",
     "load_config",
     "regression_datasets",
@@ -319,21 +320,11 @@ def resolve(config: dict[str, Any]) -> list[Run]:
         pos = exp.get("softness_pos")
         if pos is not None and not 0 <= pos <= 1:
             raise ConfigError(f"{where}.softness_pos: {pos} is outside [0, 1]")
-        datasets = [exp["dataset"]]
-        if task == "trajectory":
-            known = ETHUCY_SCENES if exp["dataset"] == "ethucy" else SYNTHETIC_SCENES
-            scenes = exp.get("scenes") or list(known)
-            for j, scene in enumerate(scenes):
-                if scene not in known:
-                    raise ConfigError(f"{where}.scenes[{j}]: {scene!r} is not one of {known}")
-            datasets = [f"{exp['dataset']}-{scene}" for scene in scenes]
-        elif "scenes" in exp:
-            raise ConfigError(f"{where}.scenes: only trajectory datasets have scenes")
+        datasets = experiment_datasets(exp, where)
         if task == "regression":
-            datasets = regression_datasets(exp, where)
             check_regression_backbones(exp, backbones, where)
-        elif "noise" in exp:
-            raise ConfigError(f"{where}.noise: only regression datasets have noise levels")
+        if exp.get("select") is not None:  # its runs are the selection's (pipeline.selections)
+            continue
         grid = itertools.product(
             datasets,
             exp["backbones"],
@@ -356,6 +347,26 @@ def resolve(config: dict[str, Any]) -> list[Run]:
         raise ConfigError(f"experiments: the same run is listed twice: {duplicates[0]}")
     check_rpp_runs(config, runs)
     return runs
+
+
+def experiment_datasets(exp: dict[str, Any], where: str) -> list[str]:
+    """The datasets of an experiment: its dataset, one per scene (trajectories, ``eth`` ->
+    ``ethucy-eth``) or one per noise level (regression)."""
+    task = exp["task"]
+    if "scenes" in exp and task != "trajectory":
+        raise ConfigError(f"{where}.scenes: only trajectory datasets have scenes")
+    if "noise" in exp and task != "regression":
+        raise ConfigError(f"{where}.noise: only regression datasets have noise levels")
+    if task == "regression":
+        return regression_datasets(exp, where)
+    if task != "trajectory":
+        return [exp["dataset"]]
+    known = ETHUCY_SCENES if exp["dataset"] == "ethucy" else SYNTHETIC_SCENES
+    scenes = exp.get("scenes") or list(known)
+    for j, scene in enumerate(scenes):
+        if scene not in known:
+            raise ConfigError(f"{where}.scenes[{j}]: {scene!r} is not one of {known}")
+    return [f"{exp['dataset']}-{scene}" for scene in scenes]
 
 
 def regression_datasets(exp: dict[str, Any], where: str) -> list[str]:

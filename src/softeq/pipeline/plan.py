@@ -14,6 +14,7 @@ from typing import Any
 
 from softeq.filters import RPP
 from softeq.pipeline.config import Run, resolve
+from softeq.pipeline.select_plan import TRIAL_PATTERN, SelectionPlan
 from softeq.spec import PATH_TEMPLATE, WILDCARD_PATTERNS, Softening
 
 __all__ = [
@@ -47,6 +48,10 @@ WILDCARDS = {
     "backbone": r"[a-z0-9]+",
     **WILDCARD_PATTERNS,
     "seed": r"[0-9]+",
+    "rung": r"[0-9]+",
+    "trial": TRIAL_PATTERN,
+    "split": r"val|test",
+    "strategy": r"halving|zeroshot",
 }
 """Regular expressions constraining every wildcard of the workflow."""
 
@@ -94,6 +99,8 @@ class Plan:
         self.run_dir = f"{self.results}/{RUN_DIR}/seed~{{seed}}"
         self.projectors_dir = f"{self.resources}/projectors/{RUN_DIR}"
         self.log_stem = f"{RUN_DIR}/seed~{{seed}}"
+        self.benchmarks = f"{self.results}/benchmarks"  # Snakemake's per-job benchmark files
+        self.select = SelectionPlan(config, self.run_dir, self.benchmarks)
 
     # ---- job arguments -----------------------------------------------------------------------
 
@@ -369,7 +376,7 @@ class Plan:
             for t, d in self.filter_ablations()
         ]
         outputs.append(f"{self.results}/figures/ablation_construction_timing.png")
-        return outputs + self.regression_outputs()
+        return outputs + self.regression_outputs() + self.select.outputs()
 
     def figure_targets(self) -> list[str]:
         """Every figure drawn from tables (what ``snakemake figures`` regenerates)."""
@@ -384,14 +391,19 @@ class Plan:
 
     def targets(self, families: set[str] | None = None) -> list[str]:
         """Tables and figures of every (task, dataset), or of the given dataset families (a
-        regression family: its datasets' summaries, its table and its figure)."""
-        return [
-            path
-            for task, dataset in self.datasets
-            if families is None or family_of(dataset) in families
-            for path in (
-                self.tables_for(task, dataset)[:1]
-                if task == REGRESSION
-                else self.tables_for(task, dataset) + self.figures_for(task, dataset)
-            )
-        ] + self.regression_outputs(families)
+        regression family: its datasets' summaries, its table and its figure; and the records
+        of the families' softness selections)."""
+        return (
+            [
+                path
+                for task, dataset in self.datasets
+                if families is None or family_of(dataset) in families
+                for path in (
+                    self.tables_for(task, dataset)[:1]
+                    if task == REGRESSION
+                    else self.tables_for(task, dataset) + self.figures_for(task, dataset)
+                )
+            ]
+            + self.regression_outputs(families)
+            + (self.select.summaries(families) if families else [])
+        )
