@@ -341,6 +341,13 @@ def test_the_table_compares_each_strategy_with_the_full_sweep(study):
         assert row.regret == pytest.approx(tests[best] - tests[row.chosen_b])
         assert row.compute_ratio == pytest.approx(row.sweep_cost_s / row.cost_s)
     assert (study / "figures/selection.png").stat().st_size > 10_000
+    over_seeds = pd.read_csv(study / "tables/selection_study.csv")  # one seed: the same regret
+    assert sorted(over_seeds["strategy"]) == ["halving", "zeroshot"]
+    for row in over_seeds.itertuples():
+        assert row.sweep_best_mean == tests[best] and row.epoch_ratio == 16 / (
+            8 if row.strategy == "halving" else 4
+        )
+        assert row.regret == pytest.approx(tests[best] - row.test_mean)
 
 
 def test_a_selection_killed_between_rungs_continues_where_it_stopped(tmp_path):

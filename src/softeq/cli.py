@@ -405,6 +405,7 @@ def _add_selection_stages(stage: Stage) -> None:
 
     p = stage("selection-report", run("report"), "selection table and figure", compute=False)
     p.add_argument("--table", required=True, help="the CSV to write (and a .md beside it)")
+    p.add_argument("--study", required=True, help="the study CSV (against the full sweep)")
     p.add_argument("--figure", required=True, help="the PNG to write")
     p.add_argument("summaries", nargs="+", help="selection JSONs")
 

@@ -3,6 +3,8 @@
 # every candidate, its choice a checkpoint, then the chosen b's ordinary fine-tune runs.
 SELECT = PLAN.select
 SELECT_DIR = SELECT.select_dir
+HALVING_DIR = SELECT_DIR.replace("{strategy}", "halving")
+ZEROSHOT_DIR = SELECT_DIR.replace("{strategy}", "zeroshot")
 
 
 rule rung:
@@ -112,7 +114,7 @@ checkpoint rung_decision:
     input:
         lambda wildcards: SELECT.rung_scores(wildcards, checkpoints),
     output:
-        SELECT_DIR.replace("{strategy}", "halving") + "/rung~{rung}.json",
+        f"{HALVING_DIR}/rung~{{rung}}.json",
     log:
         "logs/select/halving/{task}/{dataset}/{backbone}/{group}_{filter}_{seed}_rung{rung}.log",
     conda:
@@ -128,7 +130,7 @@ checkpoint zeroshot_choice:
     input:
         SELECT.zeroshot_scores,
     output:
-        SELECT_DIR.replace("{strategy}", "zeroshot") + "/choice.json",
+        f"{ZEROSHOT_DIR}/choice.json",
     log:
         "logs/select/zeroshot/{task}/{dataset}/{backbone}/{group}_{filter}_{seed}.log",
     conda:
@@ -166,6 +168,11 @@ rule selection_report:
             caption="../report/selection_table.rst",
             category="Softness selection",
         ),
+        study=report(
+            f"{RESULTS}/tables/selection_study.csv",
+            caption="../report/selection_study.rst",
+            category="Softness selection",
+        ),
         figure=report(
             f"{RESULTS}/figures/selection.png",
             caption="../report/selection.rst",
@@ -177,5 +184,6 @@ rule selection_report:
         "../envs/softeq.yaml"
     threads: 1
     shell:
-        "softeq selection-report --table {output.table:q} --figure {output.figure:q} {input:q}"
+        "softeq selection-report --table {output.table:q} --study {output.study:q}"
+        " --figure {output.figure:q} {input:q}"
         " > {log:q} 2>&1"

@@ -231,4 +231,5 @@ class SelectionPlan:
         """The selection table and figure (nothing without selection experiments)."""
         if not self.selections:
             return []
-        return [f"{self.results}/tables/selection.csv", f"{self.results}/figures/selection.png"]
+        tables = [f"{self.results}/tables/selection{name}.csv" for name in ("", "_study")]
+        return [*tables, f"{self.results}/figures/selection.png"]

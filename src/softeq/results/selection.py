@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from softeq.selection import keep, lower_is_better, zeroshot_choice
@@ -24,6 +25,7 @@ __all__ = [
     "decide",
     "read_metrics",
     "selection_table",
+    "study_table",
     "summarize",
     "trained_epochs",
 ]
@@ -187,3 +189,47 @@ def selection_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
         )
     keys = ["task", "dataset", "backbone", "group", "filter", "strategy", "seed"]
     return pd.DataFrame(rows).sort_values(keys, ignore_index=True)
+
+
+def _study_row(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model and strategy over its seeds: what it chose against the full sweep."""
+    metric, lower = group[0]["metric"], lower_is_better(group[0]["metric"])
+    by_b: dict[float, list[float]] = {}
+    for s in group:
+        for entry in s["sweep"]["scores"]:
+            by_b.setdefault(entry["softness"], []).append(entry["score"])
+    means = {b: float(np.mean(v)) for b, v in by_b.items()}
+    best = (min if lower else max)(sorted(means), key=means.__getitem__)
+    chosen = np.array([s["test_score"] for s in group])
+    regret = (chosen.mean() - means[best]) if lower else (means[best] - chosen.mean())
+    spread = float(np.std(by_b[best], ddof=1)) if len(by_b[best]) > 1 else math.nan
+    return {
+        **{k: group[0][k] for k in ("task", "dataset", "backbone", "strategy")},
+        "metric": metric,
+        "seeds": len(group),
+        "chosen_b": " ".join(f"{s['chosen']:g}" for s in group),
+        "test_mean": float(chosen.mean()),
+        "sweep_best_b": best,
+        "sweep_best_mean": means[best],
+        "seed_spread": spread,
+        "regret": float(regret),
+        "within_spread": bool(regret <= spread) if math.isfinite(spread) else None,
+        "oracle_regret": float(np.mean([s["sweep"]["regret"] for s in group])),
+        "epoch_ratio": float(np.mean([s["sweep_epochs"] / s["epochs"] for s in group])),
+        "wall_ratio": float(np.mean([s["sweep"]["compute_ratio"] for s in group])),
+    }
+
+
+def study_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Each model and strategy over its seeds, against the full sweep of the same candidates:
+    the b chosen per seed, the regret (the sweep's best b's mean test score minus the chosen
+    models' mean, positive = worse) beside the seeds' spread at that b (standard deviation),
+    ``oracle_regret`` against each seed's own best b, and the compute ratios full sweep /
+    strategy in epochs and in wall seconds.  Selections without a sweep are left out."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for s in summaries:
+        if s.get("sweep"):
+            key = (s["task"], s["dataset"], s["backbone"], s["group"], s["filter"], s["strategy"])
+            groups.setdefault(key, []).append(s)
+    rows = [_study_row(sorted(g, key=lambda s: s["seed"])) for _, g in sorted(groups.items())]
+    return pd.DataFrame(rows)

@@ -47,21 +47,24 @@ def summary(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    """The selection table (CSV, Markdown) and figure from every selection's record."""
+    """The selection table and the study table (over seeds, against the full sweep; empty
+    without one), as CSV and Markdown beside it, and the figure."""
     import json
     from pathlib import Path
 
     from softeq.figures.selection import plot_selection
     from softeq.io import atomic_write_text
     from softeq.results.aggregate import markdown_table
-    from softeq.results.selection import selection_table
+    from softeq.results.selection import selection_table, study_table
 
     summaries = []
     for path in args.summaries:
         with open(path, encoding="utf-8") as f:
             summaries.append(json.load(f))
-    table = selection_table(summaries)
-    atomic_write_text(args.table, table.to_csv(index=False))
-    atomic_write_text(Path(args.table).with_suffix(".md"), markdown_table(table) + "\n")
+    frames = ((selection_table(summaries), args.table), (study_table(summaries), args.study))
+    for frame, path in frames:
+        path = Path(path)
+        atomic_write_text(path, frame.to_csv(index=False))
+        atomic_write_text(path.with_suffix(".md"), markdown_table(frame) + "\n")
+        print(markdown_table(frame))
     plot_selection(summaries, args.figure)
-    print(markdown_table(table))
