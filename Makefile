@@ -46,13 +46,15 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-# workflow checks: lint, format, and offline dry-runs of both configs (also with the slurm profile)
+# workflow checks: lint, format, and offline dry-runs of the configs (paper.yaml also with the
+# slurm profile)
 lint-workflow: $(STAMP)
 	$(BIN)/snakefmt --check workflow
 	$(SNAKEMAKE) --lint --configfile config/config.yaml
 	$(SNAKEMAKE) -n -q all --configfile config/config.yaml
 	$(SNAKEMAKE) -n -q all --configfile config/config.yaml config/extended.yaml
 	$(SNAKEMAKE) -n -q all --configfile config/paper.yaml
+	$(SNAKEMAKE) -n -q all --configfile config/selection.yaml
 	$(SNAKEMAKE) -n -q all --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm
 
 # a real single-node Slurm cluster (needs root: apt, /etc/slurm), a reduced DAG through the

@@ -23,6 +23,6 @@ def snakemake_dry_run(*args: str) -> subprocess.CompletedProcess:
 
 
 def count_jobs(*args: str) -> Counter:
-    """Jobs per rule of `snakemake -n <args>`."""
+    """Jobs per rule (and checkpoint) of `snakemake -n <args>`."""
     stdout = snakemake_dry_run(*args).stdout
-    return Counter(re.findall(r"^rule (\w+):", stdout, flags=re.MULTILINE))
+    return Counter(re.findall(r"^(?:rule|checkpoint) (\w+):", stdout, flags=re.MULTILINE))

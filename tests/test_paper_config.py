@@ -165,6 +165,11 @@ def test_everything_also_with_the_slurm_profile():
     # ImageNet, VOC (ViT smooth and hard), ETH/UCY, the canonicalization baselines (Tables 1,
     # 2), CIFAR-10 / CIFAR-100, MNIST (Figure 2: 7 b x 2 methods x 3 seeds)
     assert plain["finetune"] == 9 + 35 + 35 + 3 + 5 + 22 + 12 + 42
+    # the selections around the paper's b (docs/selection.md), five candidates each: halving's
+    # first rung for ImageNet's ViT, VOC's two models and ETH/UCY's five scenes; zeroshot's
+    # untrained candidates for ImageNet's three hub classifiers (later jobs follow the decisions)
+    assert plain["rung"] == 5 * (1 + 2 + 5) and plain["rung_decision"] == 1 + 2 + 5
+    assert plain["zeroshot_model"] == 5 * 3 and plain["zeroshot_choice"] == 3
 
 
 def test_figure1_runs_the_papers_setting():
