@@ -226,6 +226,13 @@ def test_rungs_continue_the_previous_state_and_end_bit_identical_to_one_run(tmp_
         tmp_path, data, "rung1.pt", "--until-epoch", "3", "--resume-from", str(tmp_path / "s0")
     )
     assert trained == [1, 2]  # 0-based: epochs 2 and 3; epoch 1 came with the state
+    metrics = tmp_path / "val.json"  # a metrics JSON names the training seed, not --seed's
+    args = ["evaluate", "--data", str(data), "--model", str(tmp_path / "rung1.pt"), "--seed", "5"]
+    main(
+        [*args, "--split", "val", "--dataset", "digits", "--backbone", "vit", "--out", str(metrics)]
+    )
+    record = json.loads(metrics.read_text())
+    assert (record["seed"], record["eval_seed"]) == (3, 5)
     assert [r["epoch"] for r in last["history"]] == [1, 2, 3]
     assert last["history"] == whole["history"]
     for name, tensor in whole["model"].items():

@@ -28,6 +28,7 @@ __all__ = [
     "selected_epoch",
     "setup_device",
     "soften_from",
+    "training_seed",
     "training_splits",
     "write_metrics",
     "write_projectors",
@@ -182,9 +183,14 @@ def write_metrics(
     result: dict[str, Any],
     model: nn.Module,
     device: str,
+    train_seed: int | None = None,
 ) -> dict[str, Any]:
     """Write the metrics JSON of one run: identity, metrics, sweep, bound report, provenance;
-    a layer whose measured error exceeds its bound fails the run instead (bounds.check)."""
+    a layer whose measured error exceeds its bound fails the run instead (bounds.check).
+
+    ``seed`` is the run's training seed (``train_seed``, read from the evaluated checkpoint) with
+    the evaluation's own ``--seed`` beside it as ``eval_seed``; a stage that trains and evaluates
+    in one job passes none, and ``--seed`` is both."""
     import json
 
     from softeq.bounds import check, report
@@ -212,7 +218,8 @@ def write_metrics(
         "dataset": args.dataset,
         "backbone": args.backbone,
         **setting,
-        "seed": args.seed,
+        "seed": args.seed if train_seed is None else train_seed,
+        **({} if train_seed is None else {"eval_seed": args.seed}),
         **result,
         "bounds": bounds,
         "provenance": provenance(args, device),
@@ -220,6 +227,12 @@ def write_metrics(
     write_json(out, args.out)
     print(json.dumps(out["metrics"], indent=2))
     return out
+
+
+def training_seed(state: dict[str, Any]) -> int | None:
+    """The seed a checkpoint was trained with (its fingerprint's; None for an older format)."""
+    seed = (state.get("fingerprint") or {}).get("seed")
+    return None if seed is None else int(seed)
 
 
 def selected_epoch(history: list[dict[str, Any]], score: str, lowest: bool) -> int | None:

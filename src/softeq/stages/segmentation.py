@@ -18,6 +18,7 @@ from softeq.stages.common import (
     run_fingerprint,
     setup_device,
     soften_from,
+    training_seed,
     training_splits,
     write_metrics,
     write_projectors,
@@ -171,4 +172,4 @@ def evaluate(args: argparse.Namespace) -> None:
     spec = EvalSettings.from_dict(args.eval, "--eval")
     result = evaluate_segmenter(model, test_set, spec, args.seed, state["num_classes"], device)
     result.pop("per_class_iou", None)
-    write_metrics(args, "segmentation", softening, result, model, device)
+    write_metrics(args, "segmentation", softening, result, model, device, training_seed(state))

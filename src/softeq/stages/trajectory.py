@@ -22,6 +22,7 @@ from softeq.stages.common import (
     selected_epoch,
     setup_device,
     soften_from,
+    training_seed,
     training_splits,
     write_metrics,
     write_projectors,
@@ -208,4 +209,4 @@ def evaluate(args: argparse.Namespace) -> None:
     selected = selected_epoch(state.get("history", []), "val_ade", lowest=True)
     if selected is not None:
         result["metrics"]["selected_epoch"] = selected
-    write_metrics(args, "trajectory", softening, result, model, device)
+    write_metrics(args, "trajectory", softening, result, model, device, training_seed(state))
