@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 __all__ = [
     "RULES",
     "STRATEGIES",
     "best_first",
-    "check_candidates",
     "keep",
     "lower_is_better",
     "rung_epochs",
@@ -99,12 +98,3 @@ def zeroshot_choice(
 def keep(scores: Mapping[float, float], metric: str, count: int) -> list[float]:
     """The ``count`` best candidates of a rung, in increasing b."""
     return sorted(best_first(scores, metric)[:count])
-
-
-def check_candidates(candidates: Sequence[float]) -> None:
-    """Candidates are distinct softness values in [0, 1]."""
-    if len(set(candidates)) != len(candidates):
-        raise ValueError(f"candidates {list(candidates)}: listed twice")
-    outside = [b for b in candidates if not 0 <= b <= 1]
-    if outside:
-        raise ValueError(f"candidates {outside}: outside [0, 1]")

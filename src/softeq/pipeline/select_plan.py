@@ -36,7 +36,8 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 class SelectionPlan:
-    """The file plan of a config's selections (``plan`` gives the run folders and recipes)."""
+    """The file plan of a config's selections; a candidate's files lie in its run folder
+    (``run_dir``, with Snakemake wildcards), its jobs' benchmark files under ``benchmarks``."""
 
     def __init__(self, config: dict[str, Any], run_dir: str, benchmarks: str) -> None:
         self.results = config["results"]
