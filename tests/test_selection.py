@@ -5,16 +5,15 @@ and rerun."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from dry_runs import kill_when_exists
 from softeq.pipeline import ConfigError, load_config, resolve, validate_config
 from softeq.pipeline.selections import resolve_selections, selection_splits
 from softeq.results.selection import decide, selection_table, summarize, trained_epochs
@@ -368,21 +367,8 @@ def test_a_selection_killed_between_rungs_continues_where_it_stopped(tmp_path):
     results = tmp_path / "results"
     target = results / SELECTIONS.format("halving") / "selection.json"
     args = [str(target), "--cores", "1", "--configfile", str(path)]
-    job = subprocess.Popen(
-        ["snakemake", *args],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     decision = results / SELECTIONS.format("halving") / "rung~0.json"
-    deadline = time.monotonic() + 900
-    while not decision.exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert job.poll() is None, "the DAG ended before the first rung was decided"
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
+    kill_when_exists(args, decision, "the first rung was decided")
     assert not target.exists()
     rung0 = {
         b: (_run(results, b) / "halving/rung~0/model.pt").stat().st_mtime_ns

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from dry_runs import kill_when_exists
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
@@ -105,8 +107,6 @@ def test_figures_regenerate_from_tables_alone(reduced):
 def test_kill_the_snakemake_process_group_during_finetune_then_unlock_and_rerun(reduced, tmp_path):
     """SIGKILL of snakemake and its jobs after a fine-tune's first epoch; --unlock and a rerun
     resume from the checkpoint and give the same metrics as a run that was never killed."""
-    import signal
-    import time
 
     _, reduced_path = reduced
     config = yaml.safe_load(reduced_path.read_text())
@@ -123,21 +123,8 @@ def test_kill_the_snakemake_process_group_during_finetune_then_unlock_and_rerun(
         target = work / "results" / run / "metrics.json"
         args = [str(target), "--cores", "1", "--configfile", str(path)]
         if name == "killed":
-            job = subprocess.Popen(
-                ["snakemake", *args],
-                cwd=ROOT,
-                env=ENV,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
             checkpoint = work / "results" / run / "model.pt.ckpt"
-            deadline = time.monotonic() + 600
-            while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert job.poll() is None, "the DAG ended before the first fine-tuning epoch"
-            os.killpg(job.pid, signal.SIGKILL)
-            job.wait()
+            kill_when_exists(args, checkpoint, "the first fine-tuning epoch", timeout=600)
             assert not (work / "results" / run / "model.pt").exists()
             snakemake("--unlock", "--configfile", str(path))
         snakemake(*args)

@@ -61,11 +61,6 @@ class SelectionPlan:
     def _run_path(self, run: Run) -> str:
         return f"{self.results}/{run.path}"
 
-    @staticmethod
-    def _log(run: Run) -> str:
-        """A run's path below logs/ and the benchmark folder's <rule>/."""
-        return run.path
-
     # ---- halving rungs ----------------------------------------------------------------------
 
     def rung_until(self, wildcards: Any) -> int:
@@ -172,7 +167,7 @@ class SelectionPlan:
         costs = []
         for rung in range(rungs):
             for b in self.alive(selection, rung, checkpoints):
-                log = self._log(selection.run(b))
+                log = selection.run(b).path
                 costs.append(f"{self.benchmarks}/rung/{log}/rung~{rung}.tsv")
                 costs.append(f"{self.benchmarks}/evaluate/{log}/halving/rung~{rung}/val.tsv")
         (winner,) = [float(b) for b in _read_json(decisions[-1])["kept"]]
@@ -185,11 +180,11 @@ class SelectionPlan:
         chosen = float(_read_json(choice)["kept"][0])
         costs = []
         for b in selection.candidates:
-            log = self._log(selection.run(b))
+            log = selection.run(b).path
             costs.append(f"{self.benchmarks}/zeroshot/{log}.tsv")
             costs.append(f"{self.benchmarks}/evaluate/{log}/zeroshot/val.tsv")
         run = selection.run(chosen)
-        costs.append(f"{self.benchmarks}/finetune/{self._log(run)}.tsv")
+        costs.append(f"{self.benchmarks}/finetune/{run.path}.tsv")
         return {
             "decisions": [choice],
             "test": [f"{self._run_path(run)}/metrics.json"],
@@ -205,7 +200,7 @@ class SelectionPlan:
             return {"sweep": [], "sweep_costs": []}
         return {
             "sweep": [f"{self._run_path(run)}/metrics.json" for run in wanted],
-            "sweep_costs": [f"{self.benchmarks}/finetune/{self._log(run)}.tsv" for run in wanted],
+            "sweep_costs": [f"{self.benchmarks}/finetune/{run.path}.tsv" for run in wanted],
         }
 
     def summary_args(self, wildcards: Any, input: Any) -> str:

@@ -101,7 +101,8 @@ def _sweep(
     (positive: worse than the sweep's best) and the sweep's cost."""
     if not sweep:
         return None
-    scores = {float(read_metrics(p)["softness"]): _score(read_metrics(p), metric, p) for p in sweep}
+    records = {path: read_metrics(path) for path in sweep}
+    scores = {float(r["softness"]): _score(r, metric, path) for path, r in records.items()}
     pick = min if lower_is_better(metric) else max
     best = pick(sorted(scores), key=scores.__getitem__)
     regret = test - scores[best] if lower_is_better(metric) else scores[best] - test
